@@ -1,0 +1,73 @@
+# RailFlow — `make run` builds everything on DuckDB, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+# The stamp changes whenever requirements.txt does, so `make setup` reinstalls only then.
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt 2>/dev/null | cut -d' ' -f1)
+export DBT_PROFILES_DIR := $(CURDIR)/.dbt
+
+.PHONY: help setup run test test-python lint format app bench docs requirements clean distclean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+setup: $(STAMP) .dbt/profiles.yml ## Create .venv and install pinned dependencies (idempotent)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# uv when it can be had (fast); plain pip otherwise.
+	@if command -v uv >/dev/null 2>&1; then UV=uv; \
+	elif $(PY) -m pip install -q "uv==$(UV_VERSION)" >/dev/null 2>&1; then UV=$(BIN)/uv; \
+	else UV=; fi; \
+	if [ -n "$$UV" ]; then echo "installing with uv"; $$UV pip install -q --python $(PY) -r requirements.txt; \
+	else echo "installing with pip"; $(PY) -m pip install -q -r requirements.txt; fi
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+.dbt/profiles.yml: profiles.example.yml
+	@mkdir -p .dbt
+	@cp profiles.example.yml $@
+
+run: setup ## Run the whole pipeline on DuckDB at the default scale
+	$(PY) -m railflow.pipeline
+
+test: setup lint test-python ## Lint, then every Python test (incl. dbt build on a small world)
+
+test-python: setup ## Only the pytest suite
+	$(PY) -m pytest
+
+lint: setup ## ruff (Python) and sqlfluff (dbt SQL)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@# the dbt templater compiles against its own scratch DuckDB file, never the warehouse
+	@mkdir -p target
+	RAILFLOW_DUCKDB_PATH=target/sqlfluff.duckdb $(BIN)/sqlfluff lint models macros tests/dbt snapshots --processes 2
+
+format: setup ## Apply ruff and sqlfluff fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	@mkdir -p target
+	RAILFLOW_DUCKDB_PATH=target/sqlfluff.duckdb $(BIN)/sqlfluff fix models macros tests/dbt snapshots --processes 2
+
+app: setup ## Start the Streamlit app on http://127.0.0.1:8501
+	$(BIN)/streamlit run app/app.py --server.address 127.0.0.1 --server.headless true
+
+bench: setup ## Run the benchmarks and rewrite docs/benchmarks.md
+	$(PY) -m benchmarks
+
+docs: setup ## Generate dbt docs (target/index.html)
+	$(BIN)/dbt docs generate
+
+requirements: ## Re-pin requirements.txt from requirements.in (needs uv)
+	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --upgrade
+
+clean: ## Remove generated data, dbt target and model artifacts (keeps .venv)
+	rm -rf data target logs ml/artifacts test-artifacts .pytest_cache .ruff_cache
+
+distclean: clean ## Also remove the virtual environment and local dbt profile
+	rm -rf $(VENV) .dbt

@@ -1,0 +1,154 @@
+"""Run the RailFlow pipeline, stage by stage, in the one direction data flows.
+
+    generate -> load -> dbt_build -> ml -> dbt_sync -> readouts -> export
+
+`make run` calls `python -m railflow.pipeline`. Each stage is a function
+`stage(settings) -> StageResult` registered in STAGES; a stage is listed here only once the
+module that implements it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from railflow.dbt import run_dbt
+from railflow.errors import SettingsError, cli_entrypoint
+from railflow.settings import Settings, get_settings
+
+log = logging.getLogger("railflow.pipeline")
+
+
+@dataclass
+class StageResult:
+    """What a stage produced: rows processed, where outputs landed, headline numbers."""
+
+    rows: int | None = None
+    outputs: list[str] = field(default_factory=list)
+    metrics: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    description: str
+    target: str  # "module:function", imported lazily so `--help` stays fast
+
+    def load(self) -> Callable[[Settings], StageResult]:
+        module_name, func_name = self.target.split(":")
+        return getattr(importlib.import_module(module_name), func_name)
+
+
+@dataclass
+class StageRun:
+    name: str
+    seconds: float
+    cpu_seconds: float
+    result: StageResult
+
+
+def dbt_build_stage(settings: Settings) -> StageResult:
+    """Seeds, snapshots, models and tests, except the post-scoring (sync) layer."""
+    run_dbt(settings, ["build", "--exclude", "tag:post_scoring"])
+    return StageResult(outputs=[f"{settings.duckdb_path} (staging, marts)"])
+
+
+def dbt_sync_stage(settings: Settings) -> StageResult:
+    """Models that read the ML scores (tag:post_scoring), built after scoring."""
+    run_dbt(settings, ["build", "--select", "tag:post_scoring"])
+    return StageResult(outputs=[f"{settings.duckdb_path} (sync)"])
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("generate", "synthetic world -> data/raw, data/truth", "scripts.generate:stage"),
+    Stage("load", "validate and load raw files into the warehouse", "scripts.load:stage"),
+    Stage("dbt_build", "dbt seeds, snapshots, models, tests", "railflow.pipeline:dbt_build_stage"),
+    Stage("ml", "train, evaluate and score the models", "ml.pipeline:stage"),
+    Stage("dbt_sync", "dbt post-scoring sync models", "railflow.pipeline:dbt_sync_stage"),
+    Stage("readouts", "experiment readouts and decision memos", "analysis.experiments:stage"),
+    Stage("export", "CRM audiences as Braze JSON (diff sync)", "analysis.crm_export:stage"),
+)
+
+
+def select_stages(only: Sequence[str] | None = None, start: str | None = None) -> list[Stage]:
+    names = [s.name for s in STAGES]
+    for name in [*(only or []), *([start] if start else [])]:
+        if name not in names:
+            raise SettingsError(f"unknown stage {name!r}; choose from: {', '.join(names)}")
+    stages = list(STAGES)
+    if start:
+        stages = stages[names.index(start) :]
+    if only:
+        stages = [s for s in stages if s.name in only]
+    return stages
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_pipeline(settings: Settings, stages: Sequence[Stage] | None = None) -> list[StageRun]:
+    """Run stages in order; stop at the first failure (its error propagates)."""
+    settings.ensure_writable()
+    stages = list(STAGES) if stages is None else list(stages)
+    runs: list[StageRun] = []
+    for index, stage in enumerate(stages, start=1):
+        log.info("[%d/%d] %s: %s", index, len(stages), stage.name, stage.description)
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        result = stage.load()(settings) or StageResult()
+        run = StageRun(stage.name, time.perf_counter() - wall, _cpu_seconds() - cpu, result)
+        runs.append(run)
+        rows = f", {result.rows:,} rows" if result.rows is not None else ""
+        log.info("[%d/%d] %s done in %.1fs%s", index, len(stages), stage.name, run.seconds, rows)
+    return runs
+
+
+def summary(runs: Sequence[StageRun]) -> str:
+    lines = ["", "RailFlow pipeline summary", "-" * 60]
+    for run in runs:
+        rows = f"{run.result.rows:>12,} rows" if run.result.rows is not None else " " * 17
+        lines.append(f"{run.name:<12} {run.seconds:>7.1f}s {rows}")
+        for key, value in run.result.metrics.items():
+            lines.append(f"{'':<12} {key}: {value}")
+        for output in run.result.outputs:
+            lines.append(f"{'':<12} -> {output}")
+    lines.append("-" * 60)
+    lines.append(f"total        {sum(r.seconds for r in runs):>7.1f}s")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m railflow.pipeline",
+        description="Run the RailFlow pipeline on the configured target (RAILFLOW_* env vars).",
+    )
+    parser.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages")
+    parser.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage")
+    parser.add_argument("--list", action="store_true", help="list the stages and exit")
+    return parser
+
+
+@cli_entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        for stage in STAGES:
+            print(f"{stage.name:<12} {stage.description}")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    settings = get_settings()
+    stages = select_stages(args.only, args.start)
+    runs = run_pipeline(settings, stages)
+    print(summary(runs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

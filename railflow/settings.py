@@ -1,0 +1,202 @@
+"""The one place settings come from: environment variables with safe DuckDB defaults.
+
+Every sidecar (generator, loader, ml, analysis, app) calls `get_settings()`; nothing else reads
+`RAILFLOW_*` variables. Bad values raise `SettingsError` with a one-line message naming the
+variable and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date
+from pathlib import Path
+
+from railflow.errors import SettingsError
+
+log = logging.getLogger("railflow.settings")
+_warned_dev_salt: list[bool] = []  # warn once per process
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ("duckdb", "bigquery")
+# Used only on DuckDB, with a warning; BigQuery refuses to run without RAILFLOW_PII_SALT.
+DEV_PII_SALT = "railflow-dev-salt-not-for-production"
+
+# Warehouse layers. On DuckDB each is a schema of that name; on BigQuery a dataset named
+# `<dataset>_<layer>`. The dbt macro `layer_schema_name` applies the same rule.
+LAYERS = (
+    "raw",
+    "seeds",
+    "staging",
+    "intermediate",
+    "marts",
+    "ml",
+    "sync",
+    "snapshots",
+    "audit",
+    "reports",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: str = "duckdb"
+    data_dir: Path = REPO_ROOT / "data"
+    duckdb_path: Path = REPO_ROOT / "data" / "warehouse.duckdb"
+    artifacts_dir: Path = REPO_ROOT / "ml" / "artifacts"
+    users: int = 20_000
+    days: int = 180
+    start_date: date = date(2026, 3, 1)
+    seed: int = 42
+    pii_salt: str = field(default=DEV_PII_SALT, repr=False)
+    bq_project: str | None = None
+    bq_dataset: str = "railflow"
+    bq_location: str = "europe-west9"
+    # An emulator or test server speaking the BigQuery REST API (anonymous credentials)
+    bq_api_endpoint: str | None = None
+    dbt_profiles_dir: Path = REPO_ROOT / ".dbt"
+    dbt_target_path: Path = REPO_ROOT / "target"
+    crm_endpoint: str | None = None
+    crm_api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def salt_is_default(self) -> bool:
+        return self.pii_salt == DEV_PII_SALT
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def truth_dir(self) -> Path:
+        return self.data_dir / "truth"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
+
+    def schema(self, layer: str) -> str:
+        """Name of the schema (DuckDB) or dataset (BigQuery) holding a warehouse layer."""
+        if layer not in LAYERS:
+            raise ValueError(f"unknown warehouse layer {layer!r}; expected one of {LAYERS}")
+        return f"{self.bq_dataset}_{layer}" if self.target == "bigquery" else layer
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+    def ensure_writable(self) -> None:
+        """Create the output folders, or fail with a one-line message if we cannot."""
+        for folder in (self.data_dir, self.duckdb_path.parent, self.artifacts_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / ".railflow-write-probe"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as exc:
+                raise SettingsError(
+                    f"RAILFLOW_DATA_DIR: cannot write to {folder} ({exc.strerror or exc}); "
+                    "point RAILFLOW_DATA_DIR at a writable folder or fix its permissions"
+                ) from None
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment variables that profiles.example.yml and dbt_project.yml read."""
+        env = {
+            "RAILFLOW_TARGET": self.target,
+            "RAILFLOW_DUCKDB_PATH": str(self.duckdb_path),
+            "RAILFLOW_BQ_DATASET": self.bq_dataset,
+            "RAILFLOW_BQ_LOCATION": self.bq_location,
+            "DBT_PROFILES_DIR": str(self.dbt_profiles_dir),
+            "DBT_TARGET_PATH": str(self.dbt_target_path),
+        }
+        if self.bq_project:
+            env["RAILFLOW_BQ_PROJECT"] = self.bq_project
+        return env
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a whole number; set it to an integer such as {default}"
+        ) from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is too small; use a value of at least {minimum}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name)
+    if not raw:
+        return default
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (Path.cwd() / path).resolve()
+
+
+def get_settings(env: Mapping[str, str] | None = None, *, warn: bool = True) -> Settings:
+    """Read settings from the environment (or the given mapping) and validate them."""
+    env = os.environ if env is None else env
+    target = env.get("RAILFLOW_TARGET", "duckdb").strip().lower() or "duckdb"
+    if target not in TARGETS:
+        raise SettingsError(
+            f"RAILFLOW_TARGET={target!r} is not a known target; use one of: {', '.join(TARGETS)}"
+        )
+
+    data_dir = _path(env, "RAILFLOW_DATA_DIR", REPO_ROOT / "data")
+    start_raw = env.get("RAILFLOW_START_DATE", "2026-03-01")
+    try:
+        start_date = date.fromisoformat(start_raw)
+    except ValueError:
+        raise SettingsError(
+            f"RAILFLOW_START_DATE={start_raw!r} is not a date; use YYYY-MM-DD, e.g. 2026-03-01"
+        ) from None
+
+    salt = env.get("RAILFLOW_PII_SALT", "")
+    if not salt:
+        if target == "bigquery":
+            raise SettingsError(
+                "RAILFLOW_PII_SALT is not set; the bigquery target refuses to hash PII with the "
+                "development salt: export RAILFLOW_PII_SALT to a long random secret"
+            )
+        if warn and not _warned_dev_salt:
+            _warned_dev_salt.append(True)
+            log.warning(
+                "warning: RAILFLOW_PII_SALT is not set: using the development salt "
+                "(fine for local DuckDB, never for production)"
+            )
+        salt = DEV_PII_SALT
+
+    bq_project = env.get("RAILFLOW_BQ_PROJECT") or None
+    if target == "bigquery" and not bq_project:
+        raise SettingsError(
+            "RAILFLOW_BQ_PROJECT is not set; the bigquery target needs your GCP project id"
+        )
+
+    return Settings(
+        target=target,
+        data_dir=data_dir,
+        duckdb_path=_path(env, "RAILFLOW_DUCKDB_PATH", data_dir / "warehouse.duckdb"),
+        artifacts_dir=_path(env, "RAILFLOW_ARTIFACTS_DIR", REPO_ROOT / "ml" / "artifacts"),
+        users=_int(env, "RAILFLOW_USERS", 20_000),
+        days=_int(env, "RAILFLOW_DAYS", 180),
+        start_date=start_date,
+        seed=_int(env, "RAILFLOW_SEED", 42, minimum=0),
+        pii_salt=salt,
+        bq_project=bq_project,
+        bq_dataset=env.get("RAILFLOW_BQ_DATASET", "railflow") or "railflow",
+        bq_location=env.get("RAILFLOW_BQ_LOCATION", "europe-west9") or "europe-west9",
+        bq_api_endpoint=env.get("RAILFLOW_BQ_API_ENDPOINT") or None,
+        dbt_profiles_dir=_path(env, "DBT_PROFILES_DIR", REPO_ROOT / ".dbt"),
+        dbt_target_path=_path(env, "DBT_TARGET_PATH", REPO_ROOT / "target"),
+        crm_endpoint=env.get("RAILFLOW_CRM_ENDPOINT") or None,
+        crm_api_key=env.get("RAILFLOW_CRM_API_KEY") or None,
+    )

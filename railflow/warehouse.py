@@ -1,0 +1,357 @@
+"""The one module that talks to the warehouse, on DuckDB (default) or BigQuery.
+
+Sidecars never open connections themselves: they call `connect()` and use `query`, `read`,
+`write` and `execute`, naming tables by layer (`raw`, `marts`, `ml`, ...) so the same code
+runs on both targets.
+
+DuckDB lets one process write at a time. Readers open the file read-only; if a build holds the
+lock they get `WarehouseLockedError` (retryable) after a short, bounded wait instead of a crash.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from railflow.errors import WarehouseError, WarehouseLockedError, WarehouseMissingError
+from railflow.settings import Settings, get_settings
+
+WriteMode = Literal["replace", "append"]
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _check_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise WarehouseError(f"invalid table or column name {name!r}: use letters, digits and _")
+    return name
+
+
+class Warehouse:
+    """Common interface; see DuckDBWarehouse and BigQueryWarehouse."""
+
+    def __init__(self, settings: Settings, read_only: bool) -> None:
+        self.settings = settings
+        self.read_only = read_only
+
+    # -- naming ---------------------------------------------------------------------------
+    def schema(self, layer: str) -> str:
+        return self.settings.schema(layer)
+
+    def table(self, layer: str, name: str) -> str:
+        """Fully qualified, quoted table name for SQL."""
+        raise NotImplementedError
+
+    # -- operations -----------------------------------------------------------------------
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        """Run a SELECT; named parameters are written `$name` on every target."""
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        raise NotImplementedError
+
+    def create_schema(self, layer: str) -> None:
+        raise NotImplementedError
+
+    def table_exists(self, layer: str, name: str) -> bool:
+        raise NotImplementedError
+
+    def write(
+        self,
+        df: pl.DataFrame,
+        layer: str,
+        name: str,
+        mode: WriteMode = "replace",
+        *,
+        partition_by: str | None = None,
+        cluster_by: Sequence[str] = (),
+    ) -> int:
+        """Write a frame to `layer.name`; returns the rows written."""
+        raise NotImplementedError
+
+    def read(self, layer: str, name: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        cols = ", ".join(_check_identifier(c) for c in columns) if columns else "*"
+        return self.query(f"select {cols} from {self.table(layer, name)}")
+
+    def close(self) -> None:  # pragma: no cover - trivial
+        pass
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise WarehouseError(
+                "this warehouse connection is read-only; open it with read_only=False"
+            )
+
+
+# ------------------------------------------------------------------------------------------
+# DuckDB
+# ------------------------------------------------------------------------------------------
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text and ("conflicting" in text or "could not set" in text)
+
+
+class DuckDBWarehouse(Warehouse):
+    def __init__(self, settings: Settings, read_only: bool, wait_seconds: float = 2.0) -> None:
+        import duckdb
+
+        super().__init__(settings, read_only)
+        path: Path = settings.duckdb_path
+        if read_only and not path.exists():
+            raise WarehouseMissingError(
+                f"warehouse {path} does not exist yet; run `make run` to build it"
+            )
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + max(wait_seconds, 0.0)
+        delay = 0.1
+        while True:
+            try:
+                self.con = duckdb.connect(str(path), read_only=read_only)
+                # Timestamps are UTC everywhere; never the machine's local zone.
+                self.con.sql("set TimeZone = 'UTC'")
+                break
+            except duckdb.IOException as exc:
+                if not _is_lock_error(exc):
+                    raise WarehouseError(f"cannot open warehouse {path}: {exc}") from None
+                if time.monotonic() >= deadline:
+                    raise WarehouseLockedError(
+                        f"warehouse {path} is locked by another process (a build is probably "
+                        "running); wait for it to finish and retry"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def table(self, layer: str, name: str) -> str:
+        return f'"{self.schema(layer)}"."{_check_identifier(name)}"'
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        try:
+            relation = self.con.sql(sql, params=dict(params) if params else None)
+            if relation is None:  # a statement that returns nothing
+                return pl.DataFrame()
+            return pl.from_arrow(relation.to_arrow_table())  # type: ignore[return-value]
+        except Exception as exc:  # duckdb raises many Error subclasses
+            raise WarehouseError(f"query failed: {str(exc).splitlines()[0]}") from exc
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._require_writable()
+        self.con.sql(sql, params=dict(params) if params else None)
+
+    def create_schema(self, layer: str) -> None:
+        self._require_writable()
+        self.con.sql(f'create schema if not exists "{self.schema(layer)}"')
+
+    def table_exists(self, layer: str, name: str) -> bool:
+        row = self.con.sql(
+            "select count(*) from information_schema.tables "
+            "where table_schema = $schema and table_name = $name",
+            params={"schema": self.schema(layer), "name": name},
+        ).fetchall()
+        return bool(row and row[0][0])
+
+    def write(
+        self,
+        df: pl.DataFrame,
+        layer: str,
+        name: str,
+        mode: WriteMode = "replace",
+        *,
+        partition_by: str | None = None,
+        cluster_by: Sequence[str] = (),
+    ) -> int:
+        # DuckDB has no partitions or clustering: the arguments matter only on BigQuery.
+        self._require_writable()
+        self.create_schema(layer)
+        target = self.table(layer, name)
+        self.con.register("_railflow_frame", df.to_arrow())
+        try:
+            if mode == "append" and self.table_exists(layer, name):
+                self.con.sql(f"insert into {target} by name select * from _railflow_frame")
+            else:
+                self.con.sql(f"create or replace table {target} as select * from _railflow_frame")
+        finally:
+            self.con.unregister("_railflow_frame")
+        return df.height
+
+    def close(self) -> None:
+        self.con.close()
+
+
+# ------------------------------------------------------------------------------------------
+# BigQuery
+# ------------------------------------------------------------------------------------------
+_POLARS_TO_BQ = {
+    pl.Utf8: "STRING",
+    pl.Boolean: "BOOL",
+    pl.Int8: "INT64",
+    pl.Int16: "INT64",
+    pl.Int32: "INT64",
+    pl.Int64: "INT64",
+    pl.UInt8: "INT64",
+    pl.UInt16: "INT64",
+    pl.UInt32: "INT64",
+    pl.Float32: "FLOAT64",
+    pl.Float64: "FLOAT64",
+    pl.Date: "DATE",
+}
+
+
+def bigquery_type(dtype: pl.DataType) -> str:
+    """BigQuery column type for a polars dtype (explicit schemas, never autodetect)."""
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMP"
+    if isinstance(dtype, pl.Decimal):
+        return "NUMERIC"
+    for polars_type, bq_type in _POLARS_TO_BQ.items():
+        if dtype == polars_type:
+            return bq_type
+    raise WarehouseError(f"no BigQuery type for polars dtype {dtype}; cast the column first")
+
+
+def load_job_config(
+    df_schema: Mapping[str, pl.DataType],
+    mode: WriteMode,
+    partition_by: str | None = None,
+    cluster_by: Sequence[str] = (),
+) -> Any:
+    """The LoadJobConfig used for every Parquet load (pure: asserted by the offline tests)."""
+    from google.cloud import bigquery
+
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        write_disposition=(
+            bigquery.WriteDisposition.WRITE_APPEND
+            if mode == "append"
+            else bigquery.WriteDisposition.WRITE_TRUNCATE
+        ),
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        schema=[bigquery.SchemaField(col, bigquery_type(dt)) for col, dt in df_schema.items()],
+        autodetect=False,
+    )
+    if partition_by:
+        config.time_partitioning = bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY, field=partition_by
+        )
+    if cluster_by:
+        config.clustering_fields = list(cluster_by)
+    return config
+
+
+class BigQueryWarehouse(Warehouse):
+    def __init__(self, settings: Settings, read_only: bool, client: Any = None) -> None:
+        super().__init__(settings, read_only)
+        if client is None:
+            from google.cloud import bigquery
+
+            if settings.bq_api_endpoint:  # an emulator: no Google credentials involved
+                from google.auth.credentials import AnonymousCredentials
+
+                client = bigquery.Client(
+                    project=settings.bq_project,
+                    location=settings.bq_location,
+                    credentials=AnonymousCredentials(),
+                    client_options={"api_endpoint": settings.bq_api_endpoint},
+                )
+            else:
+                client = bigquery.Client(project=settings.bq_project, location=settings.bq_location)
+        self.client = client
+
+    def table_id(self, layer: str, name: str) -> str:
+        return f"{self.settings.bq_project}.{self.schema(layer)}.{_check_identifier(name)}"
+
+    def table(self, layer: str, name: str) -> str:
+        return f"`{self.table_id(layer, name)}`"
+
+    def _job_config(self, params: Mapping[str, Any] | None) -> Any:
+        from google.cloud import bigquery
+
+        if not params:
+            return None
+        type_of = {bool: "BOOL", int: "INT64", float: "FLOAT64", str: "STRING"}
+        return bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter(k, type_of.get(type(v), "STRING"), v)
+                for k, v in params.items()
+            ]
+        )
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        job = self.client.query(_PARAM.sub(r"@\1", sql), job_config=self._job_config(params))
+        return pl.from_arrow(job.result().to_arrow())  # type: ignore[return-value]
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._require_writable()
+        self.client.query(_PARAM.sub(r"@\1", sql), job_config=self._job_config(params)).result()
+
+    def create_schema(self, layer: str) -> None:
+        from google.cloud import bigquery
+
+        self._require_writable()
+        dataset = bigquery.Dataset(f"{self.settings.bq_project}.{self.schema(layer)}")
+        dataset.location = self.settings.bq_location
+        self.client.create_dataset(dataset, exists_ok=True)
+
+    def table_exists(self, layer: str, name: str) -> bool:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.client.get_table(self.table_id(layer, name))
+            return True
+        except NotFound:
+            return False
+
+    def write(
+        self,
+        df: pl.DataFrame,
+        layer: str,
+        name: str,
+        mode: WriteMode = "replace",
+        *,
+        partition_by: str | None = None,
+        cluster_by: Sequence[str] = (),
+    ) -> int:
+        self._require_writable()
+        self.create_schema(layer)
+        buffer = io.BytesIO()
+        df.write_parquet(buffer)
+        size = buffer.tell()
+        buffer.seek(0)
+        job = self.client.load_table_from_file(
+            buffer,
+            self.table_id(layer, name),
+            size=size,
+            job_config=load_job_config(df.schema, mode, partition_by, cluster_by),
+            location=self.settings.bq_location,
+        )
+        job.result()
+        return df.height
+
+
+# ------------------------------------------------------------------------------------------
+def open_warehouse(
+    settings: Settings | None = None, *, read_only: bool = True, wait_seconds: float = 2.0
+) -> Warehouse:
+    settings = settings or get_settings()
+    if settings.target == "bigquery":
+        return BigQueryWarehouse(settings, read_only)
+    return DuckDBWarehouse(settings, read_only, wait_seconds=wait_seconds)
+
+
+@contextmanager
+def connect(
+    settings: Settings | None = None, *, read_only: bool = True, wait_seconds: float = 2.0
+) -> Iterator[Warehouse]:
+    """Open the configured warehouse; read-only unless asked. Closes on exit."""
+    wh = open_warehouse(settings, read_only=read_only, wait_seconds=wait_seconds)
+    try:
+        yield wh
+    finally:
+        wh.close()

@@ -1,0 +1,45 @@
+"""Shared fixtures: a small RailFlow world built once per test session.
+
+`small_world` runs every registered pipeline stage (generate, load, dbt build, ml, sync,
+readouts, export — whichever exist) into a temporary data folder and returns its Settings.
+Tests read from that world; a test that needs to change data builds its own copy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from railflow.pipeline import run_pipeline
+from railflow.settings import Settings, get_settings
+
+SMALL_WORLD = {"RAILFLOW_USERS": "2000", "RAILFLOW_DAYS": "90", "RAILFLOW_SEED": "7"}
+
+
+def settings_for(folder: Path, **overrides: str) -> Settings:
+    """Settings pointing every output at `folder` (data, warehouse, artifacts, dbt target)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RAILFLOW_")},
+        **SMALL_WORLD,
+        "RAILFLOW_DATA_DIR": str(folder / "data"),
+        "RAILFLOW_ARTIFACTS_DIR": str(folder / "artifacts"),
+        "DBT_TARGET_PATH": str(folder / "target"),
+        **overrides,
+    }
+    return get_settings(env, warn=False)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = settings_for(tmp_path_factory.mktemp("small_world"))
+    run_pipeline(settings)
+    yield settings
+
+
+@pytest.fixture
+def empty_settings(tmp_path: Path) -> Settings:
+    """Settings for a fresh, empty data folder (nothing generated or built)."""
+    return settings_for(tmp_path)

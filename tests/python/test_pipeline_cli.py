@@ -1,0 +1,91 @@
+"""The pipeline command and dbt project wiring, run as a user would from the shell."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from railflow.dbt import run_dbt
+from railflow.pipeline import STAGES, select_stages
+from railflow.settings import REPO_ROOT, Settings, get_settings
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAILFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-m", "railflow.pipeline", *args],
+        cwd=REPO_ROOT,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_list_shows_stages_in_flow_order() -> None:
+    proc = run_cli("--list")
+    assert proc.returncode == 0
+    listed = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert listed == [s.name for s in STAGES]
+    order = ["generate", "load", "dbt_build", "ml", "dbt_sync", "readouts", "export"]
+    assert listed == [name for name in order if name in listed]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ((), {"RAILFLOW_TARGET": "oracle"}, "RAILFLOW_TARGET"),
+        ((), {"RAILFLOW_USERS": "twenty"}, "RAILFLOW_USERS"),
+        (("--only", "deploy"), {}, "unknown stage 'deploy'"),
+        (("--from", "nowhere"), {}, "unknown stage 'nowhere'"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    args: tuple[str, ...], env: dict[str, str], expected: str
+) -> None:
+    proc = run_cli(*args, env=env)
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_data_dir_fails_before_any_stage(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_cli(env={"RAILFLOW_DATA_DIR": str(blocker / "data")})
+    assert proc.returncode == 2
+    assert "RAILFLOW_DATA_DIR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_flag_is_rejected_by_argparse() -> None:
+    proc = run_cli("--stages", "x")
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+
+
+def test_select_stages_from_keeps_order() -> None:
+    names = [s.name for s in STAGES]
+    assert [s.name for s in select_stages(start=names[-1])] == [names[-1]]
+    assert [s.name for s in select_stages(only=[names[0]])] == [names[0]]
+
+
+@pytest.fixture
+def dbt_settings(tmp_path: Path) -> Settings:
+    return get_settings(
+        {
+            "RAILFLOW_DATA_DIR": str(tmp_path / "data"),
+            "DBT_TARGET_PATH": str(tmp_path / "target"),
+        },
+        warn=False,
+    )
+
+
+def test_dbt_debug_and_parse_with_the_makefile_profile(dbt_settings: Settings) -> None:
+    debug = run_dbt(dbt_settings, ["debug"], capture=True)
+    assert "All checks passed" in debug.stdout
+    run_dbt(dbt_settings, ["parse"], capture=True)
+    assert (dbt_settings.dbt_target_path / "manifest.json").exists()

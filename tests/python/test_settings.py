@@ -1,0 +1,85 @@
+"""Settings: defaults, validation messages, and layer naming on both targets."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from railflow.errors import SettingsError
+from railflow.settings import DEV_PII_SALT, REPO_ROOT, get_settings
+
+
+def test_defaults_are_safe_duckdb() -> None:
+    s = get_settings({}, warn=False)
+    assert s.target == "duckdb"
+    assert s.duckdb_path == REPO_ROOT / "data" / "warehouse.duckdb"
+    assert (s.users, s.days, s.seed) == (20_000, 180, 42)
+    assert s.start_date == date(2026, 3, 1)
+    assert s.bq_location == "europe-west9"
+    assert s.pii_salt == DEV_PII_SALT and s.salt_is_default
+    assert s.schema("marts") == "marts"
+    assert s.raw_dir == REPO_ROOT / "data" / "raw"
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    s = get_settings(
+        {
+            "RAILFLOW_DATA_DIR": str(tmp_path),
+            "RAILFLOW_USERS": "1_500",
+            "RAILFLOW_DAYS": "30",
+            "RAILFLOW_SEED": "0",
+            "RAILFLOW_PII_SALT": "s3cret",
+            "RAILFLOW_START_DATE": "2026-05-01",
+        }
+    )
+    assert s.duckdb_path == tmp_path / "warehouse.duckdb"
+    assert (s.users, s.days, s.seed) == (1500, 30, 0)
+    assert s.start_date == date(2026, 5, 1)
+    assert not s.salt_is_default
+    assert "s3cret" not in repr(s)
+
+
+def test_bigquery_layers_are_prefixed_datasets() -> None:
+    s = get_settings(
+        {
+            "RAILFLOW_TARGET": "bigquery",
+            "RAILFLOW_PII_SALT": "x" * 32,
+            "RAILFLOW_BQ_PROJECT": "acme-analytics",
+            "RAILFLOW_BQ_DATASET": "rail",
+        }
+    )
+    assert s.schema("raw") == "rail_raw"
+    assert s.schema("sync") == "rail_sync"
+    assert s.bq_location == "europe-west9"
+    with pytest.raises(ValueError, match="unknown warehouse layer"):
+        s.schema("gold")
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"RAILFLOW_TARGET": "snowflake"}, "RAILFLOW_TARGET"),
+        ({"RAILFLOW_USERS": "lots"}, "RAILFLOW_USERS"),
+        ({"RAILFLOW_DAYS": "0"}, "RAILFLOW_DAYS"),
+        ({"RAILFLOW_SEED": "4.2"}, "RAILFLOW_SEED"),
+        ({"RAILFLOW_START_DATE": "March"}, "RAILFLOW_START_DATE"),
+        ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_BQ_PROJECT": "p"}, "RAILFLOW_PII_SALT"),
+        ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s"}, "RAILFLOW_BQ_PROJECT"),
+    ],
+)
+def test_bad_settings_name_the_variable(env: dict[str, str], names: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        get_settings(env, warn=False)
+    message = str(info.value)
+    assert names in message
+    assert "\n" not in message
+
+
+def test_unwritable_data_dir_is_reported(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    s = get_settings({"RAILFLOW_DATA_DIR": str(blocker / "data")}, warn=False)
+    with pytest.raises(SettingsError, match="RAILFLOW_DATA_DIR: cannot write"):
+        s.ensure_writable()
