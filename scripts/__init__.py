@@ -1,0 +1,1 @@
+"""Data producers: the synthetic-world generator and the warehouse loader."""

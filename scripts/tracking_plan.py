@@ -1,0 +1,94 @@
+"""The tracking plan (schemas/tracking_plan.yml) as Python: column types per raw table.
+
+Used by the generator (to emit exactly these columns), the loader (to validate before loading)
+and the tests (to validate generated events).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from railflow.settings import REPO_ROOT
+
+PLAN_PATH = REPO_ROOT / "schemas" / "tracking_plan.yml"
+
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "string": pl.Utf8(),
+    "integer": pl.Int64(),
+    "number": pl.Float64(),
+    "boolean": pl.Boolean(),
+    "date": pl.Date(),
+    "timestamp": pl.Datetime("us", "UTC"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    required: bool
+    enum: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    references: str | None = None
+
+    @property
+    def dtype(self) -> pl.DataType:
+        return POLARS_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    kind: str  # "event" or "entity"
+    columns: tuple[Column, ...]
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        return {c.name: c.dtype for c in self.columns}
+
+    @property
+    def time_column(self) -> str:
+        return "occurred_at" if self.kind == "event" else "updated_at"
+
+    @property
+    def key(self) -> str:
+        return "event_id" if self.kind == "event" else "user_id"
+
+
+def _columns(props: dict[str, dict]) -> list[Column]:
+    return [
+        Column(
+            name=name,
+            type=spec["type"],
+            required=bool(spec.get("required", False)),
+            enum=tuple(spec["enum"]) if "enum" in spec else None,
+            minimum=spec.get("min"),
+            maximum=spec.get("max"),
+            references=spec.get("references"),
+        )
+        for name, spec in props.items()
+    ]
+
+
+@cache
+def load_plan(path: Path = PLAN_PATH) -> dict[str, TableSpec]:
+    """Every raw table of the plan, by name: events first (in plan order), then entities."""
+    plan = yaml.safe_load(path.read_text())
+    common = _columns(plan["common_properties"])
+    tables: dict[str, TableSpec] = {}
+    for name, spec in plan["events"].items():
+        cols = common + _columns(spec.get("properties") or {})
+        tables[name] = TableSpec(name, "event", tuple(cols))
+    for name, spec in plan["entities"].items():
+        tables[name] = TableSpec(name, "entity", tuple(_columns(spec["properties"])))
+    return tables
+
+
+def event_names() -> list[str]:
+    return [t.name for t in load_plan().values() if t.kind == "event"]

@@ -1,0 +1,146 @@
+"""The world generator: determinism, the tracking plan, and the planted truth."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from railflow.settings import REPO_ROOT, Settings
+from scripts.generate import generate
+from scripts.load import validate
+from scripts.tracking_plan import load_plan
+
+
+def digest_tree(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.parquet"))
+    }
+
+
+def tiny(folder: Path, seed: int, salt: str = "salt") -> dict[str, int]:
+    return generate(folder, 300, 20, date(2026, 3, 1), seed, salt, progress=False)
+
+
+def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Path) -> None:
+    tiny(tmp_path / "a", seed=1)
+    tiny(tmp_path / "b", seed=1)
+    tiny(tmp_path / "c", seed=2)
+    a, b, c = (digest_tree(tmp_path / x / "raw") for x in "abc")
+    assert a and a == b
+    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
+    truth_a = json.loads((tmp_path / "a" / "truth" / "params.json").read_text())
+    truth_b = json.loads((tmp_path / "b" / "truth" / "params.json").read_text())
+    assert truth_a == truth_b
+
+
+def test_raw_files_follow_the_tracking_plan(small_world: Settings) -> None:
+    plan = load_plan()
+    assert sorted(p.name for p in small_world.raw_dir.iterdir()) == sorted(plan)
+    for name, spec in plan.items():
+        df = pl.read_parquet(small_world.raw_dir / name / "*.parquet")
+        assert df.schema == pl.Schema(spec.schema), name
+        good, bad = validate(df, spec, now=datetime(2099, 1, 1, tzinfo=UTC))
+        assert bad.height == 0, (name, bad.head(3).to_dicts())
+        assert good.height == df.height
+
+
+def test_duplicates_and_late_arrivals_match_the_planted_rates(small_world: Settings) -> None:
+    params = json.loads((small_world.truth_dir / "params.json").read_text())
+    planted = params["planted"]["pathologies"]
+    deliveries = pl.read_parquet(small_world.truth_dir / "deliveries.parquet")
+    raw_rows = sum(v for k, v in params["raw_row_counts"].items() if k != "users")
+    # raw keeps every duplicate delivery: rows = unique events + duplicates
+    assert raw_rows == deliveries.height + deliveries["duplicate_deliveries"].sum()
+    searches = pl.read_parquet(small_world.raw_dir / "search_route" / "*.parquet")
+    assert searches.height > searches["event_id"].n_unique()
+    dup_rate = deliveries["duplicate_deliveries"].mean()
+    late_rate = deliveries["is_late"].mean()
+    assert dup_rate == pytest.approx(planted["duplicate_rate"], abs=0.004)
+    assert late_rate == pytest.approx(planted["late_rate"], abs=0.004)
+    late = deliveries.filter(pl.col("is_late"))["lateness_seconds"]
+    assert late.min() >= 3600 and late.max() <= planted["max_lateness_days"] * 86400
+
+
+def test_lead_time_is_the_planted_driver_of_booking(small_world: Settings) -> None:
+    truth = pl.read_parquet(small_world.truth_dir / "searches.parquet")
+    users = pl.read_parquet(small_world.truth_dir / "users.parquet")
+    human = truth.join(users.filter(~pl.col("is_bot")), on="user_id")
+    bands = (
+        human.with_columns(
+            band=pl.when(pl.col("lead_time_days") <= 2)
+            .then(0)
+            .when(pl.col("lead_time_days") <= 14)
+            .then(1)
+            .otherwise(2)
+        )
+        .group_by("band")
+        .agg(pl.col("is_booked").mean().alias("rate"), pl.len())
+        .sort("band")
+    )
+    rates = bands["rate"].to_list()
+    assert rates[0] > rates[1] > rates[2]
+    assert rates[0] > 2 * rates[2]
+    # outcomes follow the planted probabilities (calibration of the simulation itself)
+    assert human["is_booked"].mean() == pytest.approx(human["true_probability"].mean(), abs=0.01)
+
+
+def test_experiments_are_planted_as_documented(small_world: Settings) -> None:
+    params = json.loads((small_world.truth_dir / "params.json").read_text())
+    effects = params["true_effects"]
+    assert effects["aa_test"]["true_abs_lift_conversion"] == 0
+    assert effects["medium_intent_discount"]["true_abs_lift_conversion"] > 0.02
+    exposures = pl.read_parquet(small_world.truth_dir / "exposures.parquet")
+    logged = exposures.filter(pl.col("is_logged"))
+    srm = logged.filter(pl.col("experiment_id") == "srm_checkout_redesign")
+    share = (srm["variant"] == "treatment").mean()
+    assert share < 0.45  # planted sample-ratio mismatch: treatment exposures go missing
+    aa = logged.filter(pl.col("experiment_id") == "aa_test")
+    assert (aa["variant"] == "treatment").mean() == pytest.approx(0.5, abs=0.05)
+
+
+def test_bots_and_internal_accounts_are_planted(small_world: Settings) -> None:
+    users = pl.read_parquet(small_world.truth_dir / "users.parquet")
+    raw_users = pl.read_parquet(small_world.raw_dir / "users" / "*.parquet")
+    assert users["is_bot"].sum() > 0 and users["is_internal"].sum() > 0
+    internal = raw_users.filter(pl.col("email_domain") == "railflow.test")["user_id"]
+    assert sorted(internal) == sorted(users.filter(pl.col("is_internal"))["user_id"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--users", "abc"], "not a whole number"),
+        (["--days", "0"], "must be at least 1"),
+        (["--start-date", "yesterday"], "not a date"),
+        (["--seed", "-3"], "--seed -3 must be zero or positive"),
+    ],
+)
+def test_cli_rejects_bad_arguments(args: list[str], message: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.generate", *args, "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_prints_a_summary(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.generate", "--users", "100", "--days", "10",
+         "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "search_route" in proc.stdout and "events" in proc.stdout
+    assert (tmp_path / "truth" / "params.json").exists()
