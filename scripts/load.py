@@ -1,0 +1,306 @@
+"""Load data/raw/ into the warehouse `raw` layer, validating every row against the tracking plan.
+
+    python -m scripts.load [--raw-dir data/raw] [--tables search_route users]
+
+- Each file is a batch (`<table>/<file name>`). Loading a batch replaces the rows of the same
+  batch id, so loading twice leaves the same rows (idempotent).
+- Rows that break the plan (missing required column, wrong type, null key, unparseable or future
+  timestamp, unknown station, value outside its enum or range) go to `audit.quarantine` with the
+  reason; extra columns are dropped and reported. Every input row is accounted for:
+  loaded + quarantined = read, per batch, in `audit.load_batches`.
+- A file that cannot be read at all stops the load with a one-line error naming the file.
+- Duplicate deliveries of an event id are not bad input: raw keeps them, staging dedupes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from railflow.errors import RailflowError, SettingsError, cli_entrypoint
+from railflow.pipeline import StageResult
+from railflow.settings import Settings, get_settings
+from railflow.warehouse import Warehouse, connect
+from scripts.reference import load_reference
+from scripts.tracking_plan import TableSpec, load_plan
+
+log = logging.getLogger("railflow.load")
+FUTURE_TOLERANCE = timedelta(minutes=5)
+TS = pl.Datetime("us", "UTC")
+# BigQuery layout of raw tables: day partitions on the event time, clustered by common filters.
+CLUSTER_BY = {"events": ["event_name", "user_id"], "users": ["country_code", "user_id"]}
+
+
+class LoadError(RailflowError):
+    """A raw file cannot be loaded at all."""
+
+
+@dataclass
+class BatchReport:
+    batch_id: str
+    table: str
+    file: str
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    extra_columns: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.rows_loaded + self.rows_quarantined != self.rows_read:
+            raise LoadError(
+                f"accounting mismatch for {self.file}: read {self.rows_read}, loaded "
+                f"{self.rows_loaded}, quarantined {self.rows_quarantined}"
+            )
+
+
+def read_batch(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars/arrow raise many types for corrupt files
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise LoadError(
+            f"cannot read {path}: {first}; regenerate it (`python -m scripts.generate`) or "
+            "remove it from data/raw"
+        ) from None
+
+
+def validate(df: pl.DataFrame, spec: TableSpec, now: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a batch into (valid rows in the plan's schema, quarantined rows with a reason)."""
+    stations = set(load_reference().stations["station_id"].to_list())
+    reasons: list[pl.Expr] = []
+    casts: list[pl.Expr] = []
+    for col in spec.columns:
+        if col.name not in df.columns:
+            reasons.append(pl.lit(f"missing column {col.name}"))
+            casts.append(pl.lit(None, dtype=col.dtype).alias(col.name))
+            continue
+        source = pl.col(col.name)
+        if df.schema[col.name] == pl.Utf8 and col.type == "timestamp":
+            cast = source.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
+        elif df.schema[col.name] == pl.Utf8 and col.type == "date":
+            cast = source.str.to_date(strict=False)
+        elif isinstance(df.schema[col.name], pl.Datetime) and col.type == "timestamp":
+            zone = df.schema[col.name].time_zone  # type: ignore[union-attr]
+            cast = source.dt.replace_time_zone("UTC") if zone is None else source
+            cast = cast.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+        else:
+            cast = source.cast(col.dtype, strict=False)
+        casts.append(cast.alias(col.name))
+        bad_cast = source.is_not_null() & cast.is_null()
+        reasons.append(pl.when(bad_cast).then(pl.lit(f"{col.name}: not a valid {col.type}")))
+        if col.required:
+            reasons.append(pl.when(source.is_null()).then(pl.lit(f"{col.name}: null")))
+        if col.enum:
+            reasons.append(
+                pl.when(cast.is_not_null() & ~cast.cast(pl.Utf8).is_in(list(col.enum))).then(
+                    pl.lit(f"{col.name}: not one of {', '.join(col.enum)}")
+                )
+            )
+        if col.minimum is not None:
+            reasons.append(
+                pl.when(cast < col.minimum).then(pl.lit(f"{col.name}: below {col.minimum}"))
+            )
+        if col.maximum is not None:
+            reasons.append(
+                pl.when(cast > col.maximum).then(pl.lit(f"{col.name}: above {col.maximum}"))
+            )
+        if col.references == "stations":
+            reasons.append(
+                pl.when(cast.is_not_null() & ~cast.is_in(list(stations))).then(
+                    pl.lit(f"{col.name}: unknown station")
+                )
+            )
+        if col.type == "timestamp":
+            reasons.append(
+                pl.when(cast > pl.lit(now + FUTURE_TOLERANCE, dtype=TS)).then(
+                    pl.lit(f"{col.name}: in the future")
+                )
+            )
+    if spec.kind == "event":
+        reasons.append(
+            pl.when(pl.col("event_name") != spec.name).then(
+                pl.lit(f"event_name is not {spec.name}")
+            )
+            if "event_name" in df.columns
+            else pl.lit(None, dtype=pl.Utf8)
+        )
+    checked = df.with_row_index("_row").with_columns(
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("_reason"),
+        *[c.alias(f"_cast_{i}") for i, c in enumerate(casts)],
+    )
+    checked = checked.with_columns(
+        pl.when(pl.col("_reason") == "").then(None).otherwise(pl.col("_reason")).alias("_reason")
+    )
+    good = checked.filter(pl.col("_reason").is_null()).select(
+        [pl.col(f"_cast_{i}").alias(c.name) for i, c in enumerate(spec.columns)]
+    )
+    original = [c for c in df.columns]
+    bad = checked.filter(pl.col("_reason").is_not_null()).select(
+        pl.col("_row").cast(pl.Int64).alias("row_number"),
+        pl.col("_reason").alias("reason"),
+        pl.struct([pl.col(c).cast(pl.Utf8) for c in original])
+        .struct.json_encode()
+        .alias("row_json"),
+    )
+    return good, bad
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_file(wh: Warehouse, path: Path, spec: TableSpec, now: datetime) -> BatchReport:
+    batch_id = f"{spec.name}/{path.name}"
+    report = BatchReport(batch_id, spec.name, str(path))
+    df = read_batch(path)
+    report.rows_read = df.height
+    report.extra_columns = [c for c in df.columns if c not in spec.schema]
+    good, bad = validate(df.drop(report.extra_columns), spec, now)
+    report.rows_loaded, report.rows_quarantined = good.height, bad.height
+    report.check()
+    loaded_at = pl.lit(now, dtype=TS)
+    good = good.with_columns(pl.lit(batch_id).alias("_batch_id"), loaded_at.alias("_loaded_at"))
+    # idempotent: this batch's earlier rows (and quarantine entries) are replaced
+    for layer, table in (("raw", spec.name), ("audit", "quarantine"), ("audit", "load_batches")):
+        if wh.table_exists(layer, table):
+            wh.execute(
+                f"delete from {wh.table(layer, table)} where _batch_id = $b", {"b": batch_id}
+            )
+    kind = "events" if spec.kind == "event" else "users"
+    wh.write(
+        good,
+        "raw",
+        spec.name,
+        mode="append",
+        partition_by=spec.time_column,
+        cluster_by=CLUSTER_BY[kind],
+    )
+    if bad.height:
+        for reason in bad["reason"].to_list():
+            for part in reason.split("; "):
+                report.reasons[part] = report.reasons.get(part, 0) + 1
+        wh.write(
+            bad.with_columns(
+                pl.lit(batch_id).alias("_batch_id"),
+                pl.lit(spec.name).alias("table_name"),
+                loaded_at.alias("quarantined_at"),
+            ),
+            "audit",
+            "quarantine",
+            mode="append",
+        )
+    wh.write(
+        pl.DataFrame(
+            {
+                "_batch_id": [batch_id],
+                "table_name": [spec.name],
+                "file_name": [path.name],
+                "file_sha256": [_file_sha256(path)],
+                "rows_read": [report.rows_read],
+                "rows_loaded": [report.rows_loaded],
+                "rows_quarantined": [report.rows_quarantined],
+                "extra_columns": [", ".join(report.extra_columns)],
+                "loaded_at": [now],
+            },
+            schema_overrides={"loaded_at": TS},
+        ),
+        "audit",
+        "load_batches",
+        mode="append",
+    )
+    return report
+
+
+def load(
+    settings: Settings, tables: Sequence[str] | None = None, raw_dir: Path | None = None
+) -> list[BatchReport]:
+    raw_dir = raw_dir or settings.raw_dir
+    plan = load_plan()
+    unknown = [t for t in tables or [] if t not in plan]
+    if unknown:
+        raise SettingsError(f"unknown table(s) {unknown}; the tracking plan has: {', '.join(plan)}")
+    if not raw_dir.is_dir():
+        raise LoadError(f"{raw_dir} does not exist; run `python -m scripts.generate` first")
+    now = datetime.now(UTC).replace(microsecond=0)
+    reports: list[BatchReport] = []
+    with connect(settings, read_only=False) as wh:
+        for name in tables or list(plan):
+            files = sorted((raw_dir / name).glob("*.parquet"))
+            for path in files:
+                reports.append(load_file(wh, path, plan[name], now))
+            if not files:
+                log.warning("no files for raw table %s in %s", name, raw_dir / name)
+    return reports
+
+
+def summarise(reports: Sequence[BatchReport]) -> dict[str, tuple[int, int, int]]:
+    totals: dict[str, tuple[int, int, int]] = {}
+    for r in reports:
+        read, loaded, quarantined = totals.get(r.table, (0, 0, 0))
+        totals[r.table] = (
+            read + r.rows_read,
+            loaded + r.rows_loaded,
+            quarantined + r.rows_quarantined,
+        )
+    return totals
+
+
+def format_summary(reports: Sequence[BatchReport]) -> str:
+    lines = [f"{'table':<22}{'read':>12}{'loaded':>12}{'quarantined':>13}"]
+    for table, (read, loaded, quarantined) in summarise(reports).items():
+        lines.append(f"{table:<22}{read:>12,}{loaded:>12,}{quarantined:>13,}")
+    for r in reports:
+        if r.extra_columns:
+            lines.append(f"note: {r.file}: extra columns ignored: {', '.join(r.extra_columns)}")
+        for reason, n in sorted(r.reasons.items()):
+            lines.append(f"quarantined {n:,} row(s) of {r.file}: {reason}")
+    return "\n".join(lines)
+
+
+def stage(settings: Settings) -> StageResult:
+    reports = load(settings)
+    totals = summarise(reports)
+    read = sum(t[0] for t in totals.values())
+    quarantined = sum(t[2] for t in totals.values())
+    log.info("\n%s", format_summary(reports))
+    return StageResult(
+        rows=read,
+        outputs=[f"{settings.duckdb_path} ({settings.schema('raw')}, {settings.schema('audit')})"],
+        metrics={"rows loaded": f"{read - quarantined:,}", "rows quarantined": f"{quarantined:,}"},
+    )
+
+
+def build_parser(defaults: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.load",
+        description="Validate data/raw/ against the tracking plan and load it into the warehouse.",
+    )
+    parser.add_argument("--raw-dir", type=Path, default=defaults.raw_dir, help="raw files folder")
+    parser.add_argument("--tables", nargs="+", metavar="TABLE", help="only these raw tables")
+    return parser
+
+
+@cli_entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = get_settings()
+    args = build_parser(settings).parse_args(argv)
+    reports = load(settings, args.tables, args.raw_dir)
+    print(format_summary(reports))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
