@@ -1,0 +1,71 @@
+{#- Funnel reconstruction. Purchases do not carry the search id, so each booking is attributed to
+    the latest search by the same user for the same origin, destination and travel date made at
+    most var('attribution_window_days') before the purchase. Each booking gets at most one search
+    and each search at most one booking (the earliest purchase that chose it). -#}
+with
+
+searches as (
+
+    select * from {{ ref('stg_app__searches') }}
+
+),
+
+purchases as (
+
+    select * from {{ ref('stg_app__purchases') }}
+
+),
+
+candidates as (
+
+    select
+        purchases.booking_id,
+        purchases.purchased_at,
+        searches.search_id,
+        row_number() over (
+            partition by purchases.booking_id
+            order by searches.searched_at desc, searches.search_id desc
+        ) as search_rank
+
+    from purchases
+    inner join searches
+        on
+            purchases.user_id = searches.user_id
+            and purchases.origin_station_id = searches.origin_station_id
+            and purchases.destination_station_id = searches.destination_station_id
+            and purchases.travel_date = searches.travel_date
+            and purchases.purchased_at >= searches.searched_at
+            and searches.searched_at
+            >= {{ add_days_to_timestamp(-1 * var('attribution_window_days'), 'purchases.purchased_at') }}
+
+),
+
+chosen as (
+
+    select
+        booking_id,
+        search_id,
+        row_number() over (
+            partition by search_id order by purchased_at, booking_id
+        ) as booking_rank
+
+    from candidates
+    where search_rank = 1
+
+),
+
+final as (
+
+    select
+        searches.search_id,
+        chosen.booking_id
+
+    from searches
+    left join chosen
+        on
+            searches.search_id = chosen.search_id
+            and chosen.booking_rank = 1
+
+)
+
+select * from final

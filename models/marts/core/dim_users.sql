@@ -1,0 +1,97 @@
+with
+
+users as (
+
+    select * from {{ ref('stg_app__users') }}
+
+),
+
+classified as (
+
+    select * from {{ ref('int_users_classified') }}
+
+),
+
+activity as (
+
+    select * from {{ ref('int_user_activity_daily') }}
+
+),
+
+bookings as (
+
+    select * from {{ ref('fct_bookings') }}
+
+),
+
+as_of as (
+
+    select max(activity_date) as as_of_date from activity
+
+),
+
+user_bookings as (
+
+    select
+        user_id,
+        count(*) as lifetime_bookings,
+        sum(net_revenue_eur) as lifetime_net_revenue_eur,
+        min(purchased_at) as first_booking_at,
+        max(purchased_at) as last_booking_at
+
+    from bookings
+    group by 1
+
+),
+
+user_activity as (
+
+    select
+        user_id,
+        max(activity_date) as last_active_date
+
+    from activity
+    group by 1
+
+),
+
+final as (
+
+    select
+        users.user_id,
+        users.email_sha256,
+        users.signed_up_at,
+        cast(users.signed_up_at as date) as signup_date,
+        users.country_code,
+        users.home_station_id,
+        users.age_band,
+        users.acquisition_channel,
+        users.signup_platform,
+        users.has_loyalty_card,
+        users.has_marketing_consent,
+        classified.is_internal_user,
+        classified.is_bot_user,
+        classified.is_excluded_traffic,
+        coalesce(user_bookings.lifetime_bookings, 0) as lifetime_bookings,
+        coalesce(user_bookings.lifetime_net_revenue_eur, 0) as lifetime_net_revenue_eur,
+        user_bookings.first_booking_at,
+        user_bookings.last_booking_at,
+        user_activity.last_active_date,
+        as_of.as_of_date,
+        {{ dbt.datediff('cast(users.signed_up_at as date)', 'as_of.as_of_date', 'day') }}             as days_since_signup,
+        {{ dbt.datediff('user_activity.last_active_date', 'as_of.as_of_date', 'day') }}             as days_since_last_activity,
+        {{ lifecycle_stage(
+            dbt.datediff('cast(users.signed_up_at as date)', 'as_of.as_of_date', 'day'),
+            dbt.datediff('user_activity.last_active_date', 'as_of.as_of_date', 'day'),
+            'coalesce(user_bookings.lifetime_bookings, 0)'
+        ) }} as lifecycle_stage
+
+    from users
+    cross join as_of
+    left join classified on users.user_id = classified.user_id
+    left join user_bookings on users.user_id = user_bookings.user_id
+    left join user_activity on users.user_id = user_activity.user_id
+
+)
+
+select * from final

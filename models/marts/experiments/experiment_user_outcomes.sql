@@ -1,0 +1,88 @@
+{#- Outcomes count within var('experiment_outcome_window_days') after the first exposure; the
+    CUPED covariate is the same metric over var('experiment_pre_period_days') before it. -#}
+with
+
+exposures as (
+
+    select * from {{ ref('experiment_exposures') }}
+    where not is_excluded_traffic and not has_conflicting_variants
+
+),
+
+bookings as (
+
+    select * from {{ ref('fct_bookings') }}
+
+),
+
+outcomes as (
+
+    select
+        exposures.exposure_id,
+        sum(
+            case
+                when
+                    bookings.purchased_at >= exposures.exposed_at
+                    and bookings.purchased_at
+                    < {{ add_days_to_timestamp(var('experiment_outcome_window_days'), 'exposures.exposed_at') }}
+                    then 1
+                else 0
+            end
+        ) as conversions,
+        sum(
+            case
+                when
+                    bookings.purchased_at >= exposures.exposed_at
+                    and bookings.purchased_at
+                    < {{ add_days_to_timestamp(var('experiment_outcome_window_days'), 'exposures.exposed_at') }}
+                    then bookings.gross_revenue_eur - bookings.discount_eur
+                else 0
+            end
+        ) as revenue_eur,
+        sum(
+            case
+                when
+                    bookings.purchased_at < exposures.exposed_at
+                    and bookings.purchased_at
+                    >= {{ add_days_to_timestamp(-1 * var('experiment_pre_period_days'), 'exposures.exposed_at') }}
+                    then bookings.gross_revenue_eur - bookings.discount_eur
+                else 0
+            end
+        ) as pre_exposure_revenue_eur,
+        sum(
+            case
+                when
+                    bookings.purchased_at < exposures.exposed_at
+                    and bookings.purchased_at
+                    >= {{ add_days_to_timestamp(-1 * var('experiment_pre_period_days'), 'exposures.exposed_at') }}
+                    then 1
+                else 0
+            end
+        ) as pre_exposure_bookings
+
+    from exposures
+    left join bookings on exposures.user_id = bookings.user_id
+    group by 1
+
+),
+
+final as (
+
+    select
+        exposures.exposure_id,
+        exposures.experiment_id,
+        exposures.user_id,
+        exposures.variant,
+        exposures.exposed_at,
+        coalesce(outcomes.conversions, 0) > 0 as is_converted,
+        cast(coalesce(outcomes.conversions, 0) as {{ dbt.type_bigint() }}) as conversions,
+        cast(coalesce(outcomes.revenue_eur, 0) as {{ type_double() }}) as revenue_eur,
+        cast(coalesce(outcomes.pre_exposure_revenue_eur, 0) as {{ type_double() }}) as pre_exposure_revenue_eur,
+        cast(coalesce(outcomes.pre_exposure_bookings, 0) as {{ dbt.type_bigint() }}) as pre_exposure_bookings
+
+    from exposures
+    left join outcomes on exposures.exposure_id = outcomes.exposure_id
+
+)
+
+select * from final

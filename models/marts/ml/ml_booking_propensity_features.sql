@@ -1,0 +1,96 @@
+{#- Point-in-time features: user history counts only what happened before the search. -#}
+with
+
+searches as (
+
+    select * from {{ ref('fct_searches') }}
+
+),
+
+bookings as (
+
+    select * from {{ ref('fct_bookings') }}
+
+),
+
+users as (
+
+    select * from {{ ref('dim_users') }}
+
+),
+
+user_events as (
+
+    select
+        user_id,
+        searched_at as event_at,
+        search_id,
+        1 as is_search,
+        0 as is_booking
+
+    from searches
+
+    union all
+
+    select
+        user_id,
+        purchased_at as event_at,
+        cast(null as {{ dbt.type_string() }}) as search_id,
+        0 as is_search,
+        1 as is_booking
+
+    from bookings
+
+),
+
+history as (
+
+    select
+        search_id,
+        sum(is_search) over (
+            partition by user_id order by event_at asc, is_booking desc
+            rows between unbounded preceding and 1 preceding
+        ) as user_prior_searches,
+        sum(is_booking) over (
+            partition by user_id order by event_at asc, is_booking desc
+            rows between unbounded preceding and 1 preceding
+        ) as user_prior_bookings
+
+    from user_events
+
+),
+
+final as (
+
+    select
+        searches.search_id,
+        searches.user_id,
+        searches.searched_at,
+        searches.search_date,
+        searches.origin_station_id,
+        searches.destination_station_id,
+        searches.route_id,
+        searches.platform,
+        cast(searches.lead_time_days as {{ dbt.type_bigint() }}) as lead_time_days,
+        cast(searches.search_hour as {{ dbt.type_bigint() }}) as search_hour,
+        cast(searches.search_day_of_week as {{ dbt.type_bigint() }}) as search_day_of_week,
+        cast(searches.price_seen_eur as {{ type_double() }}) as price_seen_eur,
+        cast(searches.passengers as {{ dbt.type_bigint() }}) as passengers,
+        searches.fare_class,
+        searches.is_round_trip,
+        searches.is_holiday_travel as is_holiday,
+        cast(coalesce(history.user_prior_searches, 0) as {{ dbt.type_bigint() }}) as user_prior_searches,
+        cast(coalesce(history.user_prior_bookings, 0) as {{ dbt.type_bigint() }}) as user_prior_bookings,
+        cast({{ dbt.datediff('users.signup_date', 'searches.search_date', 'day') }} as {{ dbt.type_bigint() }}
+        )
+            as days_since_signup,
+        searches.is_converted
+
+    from searches
+    inner join users on searches.user_id = users.user_id
+    left join history on searches.search_id = history.search_id
+    where not users.is_excluded_traffic and searches.price_seen_eur is not null
+
+)
+
+select * from final

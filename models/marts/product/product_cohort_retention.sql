@@ -1,0 +1,68 @@
+with
+
+activity as (
+
+    select * from {{ ref('int_user_activity_daily') }}
+
+),
+
+users as (
+
+    select * from {{ ref('dim_users') }}
+
+),
+
+cohorts as (
+
+    select
+        user_id,
+        cast({{ dbt.date_trunc('week', 'signup_date') }} as date) as cohort_week
+
+    from users
+    where not is_excluded_traffic
+
+),
+
+cohort_sizes as (
+
+    select
+        cohort_week,
+        count(*) as cohort_users
+
+    from cohorts
+    group by 1
+
+),
+
+active_weeks as (
+
+    select distinct
+        cohorts.cohort_week,
+        cohorts.user_id,
+        cast({{ dbt.datediff('cohorts.cohort_week', 'activity.activity_date', 'day') }} / 7 as {{ dbt.type_int() }}
+        )
+            as weeks_since_signup
+
+    from cohorts
+    inner join activity on cohorts.user_id = activity.user_id
+    where activity.activity_date >= cohorts.cohort_week
+
+),
+
+final as (
+
+    select
+        {{ dbt.concat(["cast(active_weeks.cohort_week as " ~ dbt.type_string() ~ ")", "'|'", "cast(active_weeks.weeks_since_signup as " ~ dbt.type_string() ~ ")"]) }} as cohort_week_id,
+        active_weeks.cohort_week,
+        active_weeks.weeks_since_signup,
+        cohort_sizes.cohort_users,
+        count(*) as active_users,
+        {{ safe_ratio('count(*)', 'cohort_sizes.cohort_users') }} as retention_rate
+
+    from active_weeks
+    inner join cohort_sizes on active_weeks.cohort_week = cohort_sizes.cohort_week
+    group by 1, 2, 3, 4
+
+)
+
+select * from final

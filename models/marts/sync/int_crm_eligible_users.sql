@@ -1,0 +1,103 @@
+{{ config(materialized='view') }}
+
+{#- Users the CRM may contact: real users (no internal or bot traffic) whose current consent in
+    the users snapshot allows marketing, with their latest search and scores. -#}
+with
+
+users as (
+
+    select * from {{ ref('dim_users') }}
+
+),
+
+consent as (
+
+    select * from {{ ref('users_snapshot') }}
+    where dbt_valid_to is null
+
+),
+
+searches as (
+
+    select * from {{ ref('fct_searches') }}
+
+),
+
+propensity as (
+
+    select * from {{ source('ml', 'search_propensity_scores') }}
+
+),
+
+churn as (
+
+    select * from {{ source('ml', 'churn_scores') }}
+
+),
+
+segments as (
+
+    select * from {{ source('ml', 'user_segments') }}
+
+),
+
+latest_search as (
+
+    select
+        searches.user_id,
+        searches.search_id,
+        searches.route_id,
+        searches.searched_at,
+        searches.is_converted,
+        row_number() over (
+            partition by searches.user_id order by searches.searched_at desc, searches.search_id desc
+        ) as search_rank
+
+    from searches
+
+),
+
+last_booking as (
+
+    select
+        user_id,
+        max(purchased_at) as last_booked_at
+
+    from {{ ref('fct_bookings') }}
+    group by 1
+
+),
+
+final as (
+
+    select
+        users.user_id,
+        users.as_of_date,
+        latest_search.search_id as last_search_id,
+        latest_search.route_id as last_searched_route,
+        latest_search.searched_at as last_searched_at,
+        last_booking.last_booked_at,
+        coalesce(last_booking.last_booked_at > latest_search.searched_at, false) as has_booked_since_search,
+        propensity.propensity,
+        propensity.intent_band,
+        churn.churn_probability,
+        churn.churn_band,
+        coalesce(segments.segment_name, 'No bookings yet') as segment_name
+
+    from users
+    inner join consent on users.user_id = consent.user_id
+    inner join latest_search
+        on
+            users.user_id = latest_search.user_id
+            and latest_search.search_rank = 1
+    left join last_booking on users.user_id = last_booking.user_id
+    left join propensity on latest_search.search_id = propensity.search_id
+    left join churn on users.user_id = churn.user_id
+    left join segments on users.user_id = segments.user_id
+    where
+        not users.is_excluded_traffic
+        and consent.has_marketing_consent
+
+)
+
+select * from final

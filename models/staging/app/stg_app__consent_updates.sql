@@ -1,0 +1,29 @@
+with
+
+source as (
+
+    {{ dedupe_events(source('app', 'consent_updated')) }}
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        event_name,
+        user_id,
+        session_id,
+        platform,
+        cast(occurred_at as {{ dbt.type_timestamp() }}) as consent_updated_at,
+        cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
+        cast(marketing_consent as {{ dbt.type_boolean() }}) as marketing_consent,
+        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}             as delivery_delay_seconds,
+        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}         > {{ var('late_arrival_seconds') }} as is_late_arrival,
+        _batch_id as batch_id,
+        _loaded_at as loaded_at
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,37 @@
+with
+
+source as (
+
+    {{ dedupe_events(source('app', 'ticket_purchased')) }}
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        event_name,
+        user_id,
+        session_id,
+        platform,
+        cast(occurred_at as {{ dbt.type_timestamp() }}) as purchased_at,
+        cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
+        booking_id,
+        origin_station_id,
+        destination_station_id,
+        cast(travel_date as date) as travel_date,
+        cast(passengers as {{ dbt.type_int() }}) as passengers,
+        fare_class,
+        cast(is_round_trip as {{ dbt.type_boolean() }}) as is_round_trip,
+        cast(price_eur as {{ dbt.type_numeric() }}) as gross_price_eur,
+        cast(discount_eur as {{ dbt.type_numeric() }}) as discount_eur,
+        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}             as delivery_delay_seconds,
+        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}         > {{ var('late_arrival_seconds') }} as is_late_arrival,
+        _batch_id as batch_id,
+        _loaded_at as loaded_at
+
+    from source
+
+)
+
+select * from renamed

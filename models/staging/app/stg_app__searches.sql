@@ -1,0 +1,35 @@
+with
+
+source as (
+
+    {{ dedupe_events(source('app', 'search_route')) }}
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        event_name,
+        user_id,
+        session_id,
+        platform,
+        cast(occurred_at as {{ dbt.type_timestamp() }}) as searched_at,
+        cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
+        search_id,
+        origin_station_id,
+        destination_station_id,
+        cast(travel_date as date) as travel_date,
+        cast(passengers as {{ dbt.type_int() }}) as passengers,
+        fare_class,
+        cast(is_round_trip as {{ dbt.type_boolean() }}) as is_round_trip,
+        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}             as delivery_delay_seconds,
+        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}         > {{ var('late_arrival_seconds') }} as is_late_arrival,
+        _batch_id as batch_id,
+        _loaded_at as loaded_at
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,11 @@
+{#- Fails for every combination of the columns that appears more than once. -#}
+{% test unique_combination(model, combination_of_columns) %}
+
+    select
+        {{ combination_of_columns | join(', ') }},
+        count(*) as occurrences
+    from {{ model }}
+    group by {{ combination_of_columns | join(', ') }}
+    having count(*) > 1
+
+{% endtest %}
