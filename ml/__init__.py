@@ -1,0 +1,1 @@
+"""Machine learning sidecar: propensity, RFM segmentation and churn models."""

@@ -1,0 +1,118 @@
+"""Model artifacts: joblib file + model card (JSON and Markdown) with a SHA-256 checksum.
+
+Loading verifies the checksum and the scikit-learn version before unpickling, so a tampered,
+truncated or mismatched file is refused with a clear error instead of being executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import polars as pl
+import scipy
+import sklearn
+
+from railflow.errors import RailflowError
+
+MODEL_FILE = "model.joblib"
+CARD_JSON = "model_card.json"
+CARD_MD = "model_card.md"
+
+
+class ArtifactError(RailflowError):
+    """A model artifact is missing, tampered with or built by other library versions."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(df: pl.DataFrame) -> str:
+    """Stable fingerprint of a training frame: row count, columns and a hash of the rows."""
+    row_hash = int(df.hash_rows(seed=0).sum()) if df.height else 0
+    text = f"{df.height}|{','.join(df.columns)}|{row_hash}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "polars": pl.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def _markdown(card: dict[str, Any]) -> str:
+    lines = [f"# Model card: {card['model_name']}", "", card.get("description", ""), ""]
+    for key in ("model_version", "created_at", "training_window", "rows", "features", "sha256"):
+        if key in card:
+            lines.append(f"- **{key}**: {card[key]}")
+    for section in ("metrics", "oracle", "permutation_importance", "drift_psi", "notes"):
+        if card.get(section):
+            lines += ["", f"## {section.replace('_', ' ')}", ""]
+            value = card[section]
+            if isinstance(value, dict):
+                lines += ["| name | value |", "|---|---|"]
+                lines += [f"| {k} | {v} |" for k, v in value.items()]
+            else:
+                lines.append(str(value))
+    lines += ["", "## library versions", ""]
+    lines += [f"- {k} {v}" for k, v in card["library_versions"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def save_model(model: Any, folder: Path, card: dict[str, Any]) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MODEL_FILE
+    joblib.dump(model, path, compress=3)
+    card = {
+        **card,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "library_versions": library_versions(),
+        "artifact": MODEL_FILE,
+        "sha256": sha256_file(path),
+    }
+    (folder / CARD_JSON).write_text(json.dumps(card, indent=2, default=str))
+    (folder / CARD_MD).write_text(_markdown(card))
+    return card
+
+
+def load_card(folder: Path) -> dict[str, Any]:
+    path = folder / CARD_JSON
+    if not path.exists():
+        raise ArtifactError(f"no model card at {path}; train the model with `make run`")
+    return json.loads(path.read_text())
+
+
+def load_model(folder: Path) -> tuple[Any, dict[str, Any]]:
+    card = load_card(folder)
+    path = folder / card.get("artifact", MODEL_FILE)
+    if not path.exists():
+        raise ArtifactError(f"model file {path} is missing; retrain with `make run`")
+    actual = sha256_file(path)
+    if actual != card["sha256"]:
+        raise ArtifactError(
+            f"model file {path} does not match its card (sha256 {actual[:12]}… != "
+            f"{card['sha256'][:12]}…); refusing to load a tampered artifact — retrain it"
+        )
+    trained_with = card["library_versions"]["scikit-learn"]
+    if trained_with != sklearn.__version__:
+        raise ArtifactError(
+            f"model {path} was trained with scikit-learn {trained_with}, this environment has "
+            f"{sklearn.__version__}; retrain it (`make run`)"
+        )
+    return joblib.load(path), card

@@ -1,0 +1,154 @@
+"""The ml stage: train and evaluate the three models, save artifacts, write scores back."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ml import churn, propensity, segmentation
+from ml.artifacts import data_fingerprint, save_model
+from ml.evaluate import population_stability_index
+from ml.features import read_mart, read_truth
+from railflow.pipeline import StageResult
+from railflow.settings import Settings
+from railflow.warehouse import connect
+
+log = logging.getLogger("railflow.ml")
+
+
+def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
+    with connect(settings) as wh:
+        searches = read_mart(wh, "ml_booking_propensity_features")
+        churn_rows = read_mart(wh, "ml_churn_features")
+        rfm = read_mart(wh, "ml_rfm_features")
+    root = settings.artifacts_dir
+    cards: dict[str, dict[str, Any]] = {}
+    cards["propensity"] = propensity.train(
+        searches, read_truth(settings, "searches"), root / propensity.MODEL_NAME
+    )
+    model, info = segmentation.fit(rfm)
+    cards["segmentation"] = save_model(
+        model,
+        root / segmentation.MODEL_NAME,
+        {
+            "model_name": segmentation.MODEL_NAME,
+            "model_version": f"{segmentation.MODEL_NAME}-{data_fingerprint(rfm)}",
+            "description": "K-Means on log1p + standardised recency, frequency, monetary; "
+            "k by silhouette; clusters named from centroids.",
+            "features": segmentation.FEATURES,
+            "rows": rfm.height,
+            "training_window": f"as of {rfm['as_of_date'].max()}",
+            "data_fingerprint": data_fingerprint(rfm),
+            "metrics": {
+                "k": info["k"],
+                "stability_ari_across_seeds": info["stability_ari_across_seeds"],
+            },
+            **info,
+        },
+    )
+    model, info = churn.fit(churn_rows, read_truth(settings, "users"))
+    cards["churn"] = save_model(
+        model,
+        root / churn.MODEL_NAME,
+        {
+            "model_name": churn.MODEL_NAME,
+            "model_version": f"{churn.MODEL_NAME}-{data_fingerprint(churn_rows)}",
+            "description": f"P(no activity in the next {churn.HORIZON_DAYS} days), calibrated.",
+            "features": churn.FEATURES,
+            "data_fingerprint": data_fingerprint(churn_rows),
+            **info,
+        },
+    )
+    return cards
+
+
+def score_all(settings: Settings) -> dict[str, int]:
+    """Batch scoring with the saved (checksum-verified) artifacts; written to the ml layer."""
+    from ml.artifacts import load_model
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    root = settings.artifacts_dir
+    with connect(settings) as wh:
+        searches = read_mart(wh, "ml_booking_propensity_features")
+        churn_rows = read_mart(wh, "ml_churn_features")
+        rfm = read_mart(wh, "ml_rfm_features")
+    p_model, p_card = load_model(root / propensity.MODEL_NAME)
+    s_model, s_card = load_model(root / segmentation.MODEL_NAME)
+    c_model, c_card = load_model(root / churn.MODEL_NAME)
+    stamp = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
+
+    p = propensity.predict(p_model, searches)
+    search_scores = searches.select("search_id", "user_id").with_columns(
+        propensity=pl.Series(p),
+        intent_band=pl.Series(propensity.intent_band(p)),
+        model_version=pl.lit(p_card["model_version"]),
+        scored_at=stamp,
+    )
+    segments = segmentation.assign(s_model, s_card["cluster_names"], rfm).with_columns(
+        model_version=pl.lit(s_card["model_version"]), scored_at=stamp
+    )
+    churn_scores = churn.score_latest(c_model, churn_rows).with_columns(
+        model_version=pl.lit(c_card["model_version"]), scored_at=stamp
+    )
+    drift = pl.DataFrame(
+        [
+            {"model_name": name, "feature": feat, "psi": float(psi), "computed_at": now}
+            for name, card in (("booking_propensity", p_card),)
+            for feat, psi in card["drift_psi"].items()
+        ]
+        + [
+            {
+                "model_name": "churn",
+                "feature": feat,
+                "psi": population_stability_index(
+                    churn_rows.filter(pl.col("cutoff_date") < churn_rows["cutoff_date"].max())[feat]
+                    .cast(pl.Float64)
+                    .to_numpy(),
+                    churn_rows.filter(pl.col("cutoff_date") == churn_rows["cutoff_date"].max())[
+                        feat
+                    ]
+                    .cast(pl.Float64)
+                    .to_numpy(),
+                ),
+                "computed_at": now,
+            }
+            for feat in churn.FEATURES
+        ],
+        schema_overrides={"computed_at": pl.Datetime("us", "UTC")},
+    ).with_columns(pl.col("psi").fill_nan(None))
+    with connect(settings, read_only=False) as wh:
+        wh.write(search_scores, "ml", "search_propensity_scores")
+        wh.write(segments, "ml", "user_segments")
+        wh.write(churn_scores, "ml", "churn_scores")
+        wh.write(drift, "ml", "feature_drift")
+    return {
+        "search_propensity_scores": search_scores.height,
+        "user_segments": segments.height,
+        "churn_scores": churn_scores.height,
+    }
+
+
+def stage(settings: Settings) -> StageResult:
+    cards = train_all(settings)
+    counts = score_all(settings)
+    p = cards["propensity"]
+    oracle_auc = p["oracle"].get("auc", float("nan"))
+    metrics = {
+        "propensity": f"{p['estimator']} AUC {p['metrics']['auc']:.3f} vs oracle "
+        f"{oracle_auc:.3f} (ratio {p['oracle'].get('auc_ratio', np.nan):.3f}), "
+        f"ECE {p['metrics']['ece']:.3f}",
+        "top feature": next(iter(p["permutation_importance"])),
+        "churn": f"AUC {cards['churn']['metrics']['auc']:.3f} vs oracle "
+        f"{cards['churn']['oracle'].get('auc', float('nan')):.3f}",
+        "rfm": f"k={cards['segmentation']['k']}, ARI across seeds "
+        f"{cards['segmentation']['stability_ari_across_seeds']:.2f}",
+    }
+    return StageResult(
+        rows=sum(counts.values()),
+        outputs=[str(settings.artifacts_dir), f"{settings.schema('ml')} schema"],
+        metrics=metrics,
+    )

@@ -1,0 +1,109 @@
+"""The ML sidecar on the small world: fit, time split, artifacts, bad inputs, scores."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ml import churn, propensity
+from ml.artifacts import ArtifactError, load_card, load_model
+from ml.evaluate import expected_calibration_error, population_stability_index
+from ml.features import FeatureError
+from railflow.settings import Settings
+from railflow.warehouse import connect
+
+
+@pytest.fixture(scope="module")
+def features(small_world: Settings) -> pl.DataFrame:
+    with connect(small_world) as wh:
+        return wh.read("marts", "ml_booking_propensity_features")
+
+
+def test_time_split_never_leaks_the_future(features: pl.DataFrame) -> None:
+    split = propensity.time_split(features)
+    assert split.train["search_date"].max() < split.valid["search_date"].min()
+    assert split.valid["search_date"].max() < split.test["search_date"].min()
+    assert split.test["search_date"].max() - split.test["search_date"].min() == timedelta(
+        days=propensity.TEST_DAYS - 1
+    )
+    assert split.train.height + split.valid.height + split.test.height == features.height
+
+
+def test_cards_report_metrics_against_the_oracle(small_world: Settings) -> None:
+    card = load_card(small_world.artifacts_dir / propensity.MODEL_NAME)
+    assert card["estimator"] in {"random_forest", "hist_gradient_boosting"}
+    assert set(card["validation_auc_by_candidate"]) == {"random_forest", "hist_gradient_boosting"}
+    assert 0.5 < card["metrics"]["auc"] <= card["oracle"]["auc"] + 0.02
+    assert card["metrics"]["ece"] < 0.05
+    assert next(iter(card["permutation_importance"])) == "lead_time_days"
+    assert len(card["sha256"]) == 64 and card["library_versions"]["scikit-learn"]
+    assert (small_world.artifacts_dir / propensity.MODEL_NAME / "model_card.md").exists()
+    churn_card = load_card(small_world.artifacts_dir / churn.MODEL_NAME)
+    assert churn_card["metrics"]["auc"] > 0.6 and "auc" in churn_card["oracle"]
+    seg = load_card(small_world.artifacts_dir / "rfm_segmentation")
+    assert 3 <= seg["k"] <= 6 and seg["stability_ari_across_seeds"] > 0.8
+    assert all(not name.startswith("cluster") for name in seg["cluster_names"].values())
+
+
+def test_scores_in_the_warehouse_match_predictions_in_memory(
+    small_world: Settings, features: pl.DataFrame
+) -> None:
+    model, _ = load_model(small_world.artifacts_dir / propensity.MODEL_NAME)
+    sample = features.sample(500, seed=1)
+    expected = propensity.predict(model, sample)
+    with connect(small_world) as wh:
+        stored = wh.read("ml", "search_propensity_scores")
+    got = sample.select("search_id").join(stored, on="search_id", how="left")
+    assert got["propensity"].null_count() == 0
+    np.testing.assert_allclose(got["propensity"].to_numpy(), expected, rtol=1e-9)
+    bands = got["intent_band"].to_list()
+    assert set(bands) <= {"low", "medium", "high"}
+    assert stored.height == features.height
+
+
+def test_tampered_artifact_is_refused(small_world: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(small_world.artifacts_dir / propensity.MODEL_NAME, folder)
+    with (folder / "model.joblib").open("ab") as fh:
+        fh.write(b"\x00evil")
+    with pytest.raises(ArtifactError, match="tampered"):
+        load_model(folder)
+    shutil.rmtree(folder)
+    with pytest.raises(ArtifactError, match="make run"):
+        load_model(folder)
+
+
+def test_bad_inputs_give_clear_errors_or_documented_handling(
+    small_world: Settings, features: pl.DataFrame
+) -> None:
+    model, _ = load_model(small_world.artifacts_dir / propensity.MODEL_NAME)
+    with pytest.raises(FeatureError, match="lead_time_days"):
+        propensity.predict(model, features.drop("lead_time_days"))
+    assert propensity.predict(model, features.head(0)).size == 0
+    with pytest.raises(FeatureError, match="no rows"):
+        propensity.train(features.head(0), None, Path("/nonexistent"))
+    # unseen station and a missing price are handled, not errors
+    odd = features.head(3).with_columns(
+        pl.lit("ZZZZZ").alias("origin_station_id"),
+        pl.lit(None, dtype=pl.Float64).alias("price_seen_eur"),
+    )
+    p = propensity.predict(model, odd)
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+    row = features.row(0, named=True)
+    one = propensity.predict_one(small_world.artifacts_dir / propensity.MODEL_NAME, row)
+    assert one == pytest.approx(float(propensity.predict(model, features.head(1))[0]))
+
+
+def test_metric_helpers() -> None:
+    y = np.array([0, 0, 1, 1])
+    assert expected_calibration_error(y, np.array([0.0, 0.0, 1.0, 1.0])) == 0
+    assert expected_calibration_error(y, np.array([1.0, 1.0, 0.0, 0.0])) == 1
+    rng = np.random.default_rng(0)
+    same = population_stability_index(rng.normal(size=5000), rng.normal(size=5000))
+    shifted = population_stability_index(rng.normal(size=5000), rng.normal(1, 1, size=5000))
+    assert same < 0.02 < 0.2 < shifted
