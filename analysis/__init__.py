@@ -1,0 +1,1 @@
+"""Downstream analysis: experiment readouts and the reverse-ETL CRM export."""

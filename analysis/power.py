@@ -1,0 +1,45 @@
+"""Plan an experiment: users per arm for a baseline and minimum detectable effect.
+
+python -m analysis.power --baseline 0.05 --mde 0.10 --alpha 0.05 --power 0.8
+python -m analysis.power --baseline 0.05 --users-per-arm 20000   # MDE for a sample
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+
+from analysis.stats import minimum_detectable_effect, sample_size_per_arm
+from railflow.errors import SettingsError, cli_entrypoint
+
+
+@cli_entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m analysis.power", description=__doc__)
+    parser.add_argument("--baseline", type=float, required=True, help="control conversion rate")
+    parser.add_argument("--mde", type=float, help="minimum detectable relative lift, e.g. 0.10")
+    parser.add_argument("--users-per-arm", type=int, help="compute the MDE for this sample")
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--power", type=float, default=0.8)
+    args = parser.parse_args(argv)
+    if not 0 < args.baseline < 1:
+        raise SettingsError("--baseline must be strictly between 0 and 1, e.g. 0.05")
+    if not (0 < args.alpha < 1 and 0 < args.power < 1):
+        raise SettingsError("--alpha and --power must be strictly between 0 and 1")
+    if (args.mde is None) == (args.users_per_arm is None):
+        raise SettingsError("give exactly one of --mde or --users-per-arm")
+    if args.mde is not None:
+        try:
+            n = sample_size_per_arm(args.baseline, args.mde, args.alpha, args.power)
+        except ValueError as exc:
+            raise SettingsError(f"--mde {args.mde}: {exc}") from None
+        print(f"users per arm: {math.ceil(n):,} (total {2 * math.ceil(n):,})")
+    else:
+        mde = minimum_detectable_effect(args.baseline, args.users_per_arm, args.alpha, args.power)
+        print("minimum detectable relative lift: " + ("n/a" if mde is None else f"{mde:.2%}"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,66 @@
+"""Experiment readouts on the small world, checked against the planted truth."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+
+from analysis.experiments import SCHEMA_PATH
+from railflow.settings import REPO_ROOT, Settings
+from railflow.warehouse import connect
+
+
+@pytest.fixture(scope="module")
+def readouts(small_world: Settings) -> dict[str, dict]:
+    folder = small_world.reports_dir / "experiments"
+    return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+
+
+def test_every_experiment_has_a_valid_readout_memo_and_plot(
+    small_world: Settings, readouts: dict[str, dict]
+) -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert set(readouts) == {"medium_intent_discount", "aa_test", "srm_checkout_redesign"}
+    folder = small_world.reports_dir / "experiments"
+    for name, doc in readouts.items():
+        jsonschema.validate(doc, schema)
+        assert (folder / f"{name}.md").read_text().startswith(f"# Experiment readout: {name}")
+        assert (folder / f"{name}.png").stat().st_size > 1000
+    with connect(small_world) as wh:
+        table = wh.read("reports", "experiment_readouts")
+    assert table.height == 2 * len(readouts)
+
+
+def test_planted_srm_invalidates_and_aa_is_not_shipped(readouts: dict[str, dict]) -> None:
+    assert readouts["srm_checkout_redesign"]["decision"] == "invalid: SRM"
+    assert readouts["srm_checkout_redesign"]["srm"]["flagged"]
+    assert not readouts["aa_test"]["srm"]["flagged"]
+    assert readouts["aa_test"]["decision"] != "ship"
+
+
+def test_discount_interval_is_consistent_with_the_planted_lift(
+    small_world: Settings, readouts: dict[str, dict]
+) -> None:
+    truth = json.loads((small_world.truth_dir / "params.json").read_text())["true_effects"]
+    planted = truth["medium_intent_discount"]["true_abs_lift_conversion"]
+    conv = readouts["medium_intent_discount"]["metrics"]["conversion"]
+    assert planted > 0
+    assert conv["abs_ci_low"] - 0.03 <= planted <= conv["abs_ci_high"] + 0.03
+    assert conv["abs_lift"] > 0
+
+
+def test_power_cli(tmp_path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "analysis.power", "--baseline", "0.05", "--mde", "0.10"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ok.returncode == 0 and "users per arm: 31,2" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "analysis.power", "--baseline", "1.5", "--mde", "0.1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--baseline" in bad.stderr and "Traceback" not in bad.stderr
