@@ -1,0 +1,1 @@
+"""Streamlit app for product managers (reads the warehouse and model artifacts only)."""

@@ -1,0 +1,58 @@
+"""Data health: row counts and freshness, the latest dbt build, model cards."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from app import data
+
+st.title("Data health")
+
+
+def page() -> None:
+    s = data.settings()
+    layers = ["raw", "marts", "ml", "sync", "reports"]
+    schemas = ", ".join(f"'{s.schema(layer)}'" for layer in layers)
+    tables = data.query(
+        str(s.duckdb_path),
+        "select table_schema, table_name from information_schema.tables "
+        f"where table_schema in ({schemas}) order by 1, 2",
+    )
+    counts = []
+    for schema, name in tables.iter_rows():
+        n = data.query(str(s.duckdb_path), f'select count(*) as n from "{schema}"."{name}"')["n"][0]
+        counts.append({"schema": schema, "table": name, "rows": int(n)})
+    st.subheader("Row counts")
+    st.dataframe(pl.DataFrame(counts).to_pandas(), hide_index=True)
+    if data.exists("audit", "load_batches"):
+        fresh = data.query(
+            str(s.duckdb_path),
+            "select table_name, max(loaded_at) as last_loaded_at, sum(rows_read) as rows_read, "
+            "sum(rows_quarantined) as rows_quarantined "
+            f"from {data.layer_table('audit', 'load_batches')} group by 1 order by 1",
+        )
+        st.subheader("Source freshness and quarantine")
+        st.dataframe(fresh.to_pandas(), hide_index=True)
+    st.subheader("Latest dbt build")
+    results = data.run_results()
+    if results is None:
+        st.info("No dbt run results yet: run `make run`.")
+    else:
+        statuses = pl.DataFrame([{"status": r["status"]} for r in results["results"]])
+        summary = statuses.group_by("status").agg(pl.len().alias("nodes")).sort("status")
+        cols = st.columns(max(summary.height, 1))
+        for col, row in zip(cols, summary.iter_rows(named=True), strict=False):
+            col.metric(row["status"], row["nodes"])
+        st.caption(f"Generated {results['metadata']['generated_at']}")
+    st.subheader("Models")
+    cards = data.model_cards()
+    if not cards:
+        st.info("No model artifacts yet: run `make run`.")
+    for name, card in cards.items():
+        metrics = card.get("metrics", {})
+        st.write(f"**{name}** — {card.get('model_version')} — trained {card.get('created_at')}")
+        st.json(metrics, expanded=False)
+
+
+data.guard(page)

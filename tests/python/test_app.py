@@ -1,0 +1,223 @@
+"""The Streamlit app driven by AppTest on the small world, and by headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from railflow.settings import REPO_ROOT, Settings
+
+APP = str(REPO_ROOT / "app" / "app.py")
+PAGES = [
+    "views/route_performance.py",
+    "views/customers.py",
+    "views/experiments.py",
+    "views/data_health.py",
+]
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    return {
+        "RAILFLOW_DATA_DIR": str(settings.data_dir),
+        "RAILFLOW_DUCKDB_PATH": str(settings.duckdb_path),
+        "RAILFLOW_ARTIFACTS_DIR": str(settings.artifacts_dir),
+        "DBT_TARGET_PATH": str(settings.dbt_target_path),
+    }
+
+
+@pytest.fixture
+def app(small_world: Settings, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    for key, value in env_for(small_world).items():
+        monkeypatch.setenv(key, value)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    return at
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [e.value for e in getattr(at, kind)]
+
+
+def test_simulator_scores_a_search(app: AppTest) -> None:
+    assert not app.exception and not texts(app, "error")
+    metrics = {m.label: m.value for m in app.metric}
+    p = float(metrics["Booking probability"].rstrip("%")) / 100
+    assert 0 < p < 1
+    assert metrics["Intent band"] in {"low", "medium", "high"}
+    assert metrics["Decision"] in {"No discount", "Offer 5% discount"}
+    # a search for tomorrow is far more likely to book than one three months out
+    app.date_input(key="travel_date").set_value(date(2026, 8, 2)).run()
+    soon = float(app.metric[0].value.rstrip("%"))
+    app.date_input(key="travel_date").set_value(date(2026, 11, 1)).run()
+    later = float(app.metric[0].value.rstrip("%"))
+    assert soon > later
+    assert any("Probability against lead time" in h.value for h in app.subheader)
+
+
+def test_discount_band_is_editable(app: AppTest) -> None:
+    app.slider(key="band").set_value((0.0, 1.0)).run()
+    assert app.metric[2].value == "Offer 5% discount"
+    app.number_input(key="discount").set_value(10.0).run()
+    assert app.metric[2].value == "Offer 10% discount"
+    app.slider(key="band").set_value((0.99, 1.0)).run()
+    assert app.metric[2].value == "No discount"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda at: at.selectbox(key="destination").set_value(at.selectbox(key="origin").value),
+         "Origin and destination are the same"),
+        (lambda at: at.date_input(key="travel_date").set_value(date(2026, 7, 1)),
+         "travel date is before the search date"),
+        (lambda at: at.number_input(key="passengers").set_value(0), "At least one passenger"),
+    ],
+    ids=["same-station", "travel-before-search", "zero-passengers"],
+)  # fmt: skip
+def test_bad_inputs_get_a_message_not_a_traceback(app: AppTest, change, message: str) -> None:
+    change(app)
+    app.run()
+    assert not app.exception
+    assert any(message in e for e in texts(app, "error"))
+    assert not app.metric
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(app: AppTest, page: str) -> None:
+    app.switch_page(page).run()
+    assert not app.exception
+    assert app.title[0].value
+
+
+def test_pages_show_the_built_world(app: AppTest) -> None:
+    app.switch_page("views/experiments.py").run()
+    assert any("Sample-ratio mismatch" in e for e in texts(app, "error"))
+    app.switch_page("views/data_health.py").run()
+    assert {m.label for m in app.metric} >= {"success", "pass"}
+
+
+def test_missing_warehouse_says_which_command_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAILFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("RAILFLOW_DUCKDB_PATH", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert any("make run" in e for e in texts(at, "error"))
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception
+        assert any("make run" in e for e in texts(at, "error") + texts(at, "info"))
+
+
+def test_locked_warehouse_asks_to_retry(
+    small_world: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "warehouse.duckdb"
+    shutil.copy(small_world.duckdb_path, db)
+    monkeypatch.setenv("RAILFLOW_DATA_DIR", str(small_world.data_dir))
+    monkeypatch.setenv("RAILFLOW_DUCKDB_PATH", str(db))
+    monkeypatch.setenv("RAILFLOW_ARTIFACTS_DIR", str(small_world.artifacts_dir))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys
+            con = duckdb.connect({str(db)!r})
+            print("locked", flush=True)
+            sys.stdin.readline()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.run()
+        assert not at.exception
+        assert any("Retry" in w for w in texts(at, "warning"))
+    finally:
+        holder.communicate("done\n", timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(small_world: Settings) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO_ROOT, env={**os.environ, **env_for(small_world)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.3)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
+def test_real_browser_probability_changes_with_the_input(served_app: str, tmp_path: Path) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1400,1800",
+                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    wait = WebDriverWait(driver, 90)
+
+    def probability() -> str:
+        for metric in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]'):
+            if "Booking probability" in metric.text:
+                return metric.text.splitlines()[-1]
+        return ""
+
+    try:
+        driver.get(served_app)
+        wait.until(lambda d: probability().endswith("%"))
+        before = probability()
+        # a quote far above the route's usual price: the model must lower the probability
+        box = driver.find_element(By.CSS_SELECTOR, 'input[aria-label="Quoted price (EUR)"]')
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("4000", Keys.ENTER)
+        wait.until(lambda d: probability().endswith("%") and probability() != before)
+        after = probability()
+        artifacts = REPO_ROOT / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        driver.save_screenshot(str(artifacts / "pricing_simulator.png"))
+        assert before != after
+    finally:
+        driver.quit()
