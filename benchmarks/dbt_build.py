@@ -1,0 +1,59 @@
+"""dbt build time at 1M and 10M events, and an incremental run that adds one day to 180."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import measure, settings_for, stage_cmd, world_env
+from benchmarks.e2e import events_per_user
+from railflow.dbt import dbt_executable
+from railflow.warehouse import connect
+
+
+def run(quick: bool) -> dict[str, float]:
+    sizes = {"1M": 1_000_000} if quick else {"1M": 1_000_000, "10M": 10_000_000}
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="railflow-bench-dbt-") as tmp:
+        per_user = events_per_user(Path(tmp))
+        for label, events in sizes.items():
+            folder = Path(tmp) / label
+            env = world_env(folder, round(events / per_user), days=181)
+            measure(stage_cmd("generate", "load"), env)
+            settings = settings_for(env)
+            # hold back the last day's deliveries: the first build sees 180 days
+            cutoff = settings.start_date.toordinal() + 180
+            with connect(settings, read_only=False) as wh:
+                tables = wh.query(
+                    "select table_name from information_schema.tables "
+                    "where table_schema = 'raw' and table_name != 'users'"
+                )["table_name"]
+                for table in tables:
+                    wh.execute(
+                        f"delete from raw.{table} where cast(received_at as date) >= "
+                        f"date '0001-01-01' + interval ({cutoff - 1}) day"
+                    )
+            dbt_env = {**env, **settings.dbt_env()}
+            full = measure([dbt_executable(), "build", "--exclude", "tag:post_scoring"], dbt_env)
+            measure(stage_cmd("load"), env)  # the 181st day arrives
+            incremental = measure(
+                [dbt_executable(), "build", "--exclude", "tag:post_scoring"], dbt_env
+            )
+            only_facts = measure(
+                [dbt_executable(), "run", "--select", "config.materialized:incremental"], dbt_env
+            )
+            refresh_facts = measure(
+                [dbt_executable(), "run", "--select", "config.materialized:incremental",
+                 "--full-refresh"],
+                dbt_env,
+            )  # fmt: skip
+            results[f"full build seconds ({label})"] = round(full["wall_s"], 1)
+            results[f"full build peak MB ({label})"] = round(full["peak_mb"])
+            results[f"build after one more day seconds ({label})"] = round(incremental["wall_s"], 1)
+            results[f"build after one more day / full ({label})"] = round(
+                incremental["wall_s"] / full["wall_s"], 3
+            )
+            results[f"incremental facts: incremental / full refresh ({label})"] = round(
+                only_facts["wall_s"] / refresh_facts["wall_s"], 3
+            )
+    return results
