@@ -25,7 +25,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder
 
 from ml.artifacts import data_fingerprint, load_model, save_model
 from ml.evaluate import binary_metrics, population_stability_index
@@ -38,6 +38,7 @@ NUMERIC = [
     "search_hour",
     "search_day_of_week",
     "price_seen_eur",
+    "route_base_fare_eur",
     "passengers",
     "is_round_trip",
     "is_holiday",
@@ -46,6 +47,13 @@ NUMERIC = [
     "days_since_signup",
 ]
 FEATURES = CATEGORICAL + NUMERIC
+# Computed inside the Pipeline from FEATURES, so callers (batch scoring, the simulator) pass only
+# what a search carries. Trees cannot form ratios themselves; these two close most of the gap to
+# the oracle (docs/benchmarks.md).
+DERIVED = ["log_price_vs_list", "user_prior_conversion"]
+# The platform's fare rules: list price = base fare x passengers x these multipliers.
+FIRST_CLASS_MULTIPLIER = 1.6
+ROUND_TRIP_MULTIPLIER = 1.85
 LABEL = "is_converted"
 TEST_DAYS = 14
 VALID_DAYS = 14
@@ -63,6 +71,40 @@ def intent_band(p: np.ndarray) -> np.ndarray:
     return np.where(p < lo, "low", np.where(p > hi, "high", "medium"))
 
 
+def list_price(base_fare: Any, passengers: Any, is_first_class: Any, is_round_trip: Any) -> Any:
+    """List price before yield markups (scalars or arrays)."""
+    return (
+        base_fare
+        * passengers
+        * np.where(is_first_class, FIRST_CLASS_MULTIPLIER, 1.0)
+        * np.where(is_round_trip, ROUND_TRIP_MULTIPLIER, 1.0)
+    )
+
+
+def add_derived_features(x: pd.DataFrame) -> pd.DataFrame:
+    """How far the quote sits above list price, and the user's smoothed past conversion."""
+    out = x.copy()
+    listed = list_price(
+        x["route_base_fare_eur"].to_numpy(dtype=float),
+        x["passengers"].to_numpy(dtype=float),
+        (x["fare_class"] == "first").to_numpy(),
+        x["is_round_trip"].to_numpy(dtype=float) > 0,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = x["price_seen_eur"].to_numpy(dtype=float) / listed
+        out["log_price_vs_list"] = np.where(ratio > 0, np.log(ratio), np.nan)
+    out["user_prior_conversion"] = (x["user_prior_bookings"] + 0.1) / (x["user_prior_searches"] + 1)
+    return out
+
+
+def _derived_names(_transformer: Any, names: Any) -> list[str]:
+    return [*names, *DERIVED]
+
+
+def derive() -> FunctionTransformer:
+    return FunctionTransformer(add_derived_features, feature_names_out=_derived_names)
+
+
 def random_forest() -> Pipeline:
     encode = ColumnTransformer(
         [
@@ -72,7 +114,7 @@ def random_forest() -> Pipeline:
                 OneHotEncoder(handle_unknown="ignore", min_frequency=20, sparse_output=False),
                 CATEGORICAL,
             ),
-            ("numeric", SimpleImputer(strategy="median"), NUMERIC),
+            ("numeric", SimpleImputer(strategy="median"), NUMERIC + DERIVED),
         ]
     )
     model = RandomForestClassifier(
@@ -83,7 +125,7 @@ def random_forest() -> Pipeline:
         n_jobs=2,
         random_state=SEED,
     )
-    return Pipeline([("encode", encode), ("model", model)])
+    return Pipeline([("derive", derive()), ("encode", encode), ("model", model)])
 
 
 def gradient_boosting() -> Pipeline:
@@ -96,7 +138,7 @@ def gradient_boosting() -> Pipeline:
                 ),
                 CATEGORICAL,
             ),
-            ("numeric", "passthrough", NUMERIC),
+            ("numeric", "passthrough", NUMERIC + DERIVED),
         ]
     )
     model = HistGradientBoostingClassifier(
@@ -109,7 +151,7 @@ def gradient_boosting() -> Pipeline:
         early_stopping=False,
         random_state=SEED,
     )
-    return Pipeline([("encode", encode), ("model", model)])
+    return Pipeline([("derive", derive()), ("encode", encode), ("model", model)])
 
 
 @dataclass

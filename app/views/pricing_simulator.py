@@ -22,8 +22,7 @@ st.caption(
 
 def quote(base_fare: float, passengers: int, fare_class: str, round_trip: bool, lead: int) -> float:
     """The platform's yield rule: list price, marked up close to departure."""
-    price = base_fare * passengers * (1.6 if fare_class == "first" else 1.0)
-    price *= 1.85 if round_trip else 1.0
+    price = float(propensity.list_price(base_fare, passengers, fare_class == "first", round_trip))
     return round(price * (1 + 0.6 * math.exp(-max(lead, 0) / 5)), 2)
 
 
@@ -116,7 +115,8 @@ def page() -> None:
         "origin_station_id": origin, "destination_station_id": destination,
         "platform": platform, "fare_class": fare_class, "lead_time_days": lead,
         "search_hour": hour, "search_day_of_week": search_date.isoweekday(),
-        "price_seen_eur": price, "passengers": int(passengers),
+        "price_seen_eur": price, "route_base_fare_eur": float(route["base_fare_eur"]),
+        "passengers": int(passengers),
         "is_round_trip": float(round_trip), "is_holiday": float(is_holiday),
         "user_prior_searches": prior_searches, "user_prior_bookings": prior_bookings,
         "days_since_signup": tenure,

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
@@ -107,3 +108,22 @@ def test_metric_helpers() -> None:
     same = population_stability_index(rng.normal(size=5000), rng.normal(size=5000))
     shifted = population_stability_index(rng.normal(size=5000), rng.normal(1, 1, size=5000))
     assert same < 0.02 < 0.2 < shifted
+
+
+def test_derived_features_price_against_list_price_and_past_conversion() -> None:
+    x = pd.DataFrame(
+        {
+            "route_base_fare_eur": [50.0, 50.0, 50.0],
+            "passengers": [2, 1, 1],
+            "fare_class": ["standard", "first", "standard"],
+            "is_round_trip": [0.0, 1.0, 0.0],
+            "price_seen_eur": [100.0, 50 * 1.6 * 1.85 * 1.5, 0.0],
+            "user_prior_bookings": [0, 3, 1],
+            "user_prior_searches": [0, 9, 4],
+        }
+    )
+    out = propensity.add_derived_features(x)
+    assert out["log_price_vs_list"].iloc[0] == pytest.approx(0.0)  # quoted at list price
+    assert out["log_price_vs_list"].iloc[1] == pytest.approx(np.log(1.5))  # 50% markup
+    assert np.isnan(out["log_price_vs_list"].iloc[2])  # a free ticket: missing, not -inf
+    assert out["user_prior_conversion"].tolist() == pytest.approx([0.1, 0.31, 0.22])

@@ -19,6 +19,12 @@ users as (
 
 ),
 
+routes as (
+
+    select * from {{ ref('dim_routes') }}
+
+),
+
 user_events as (
 
     select
@@ -75,6 +81,7 @@ final as (
         cast(searches.search_hour as {{ dbt.type_bigint() }}) as search_hour,
         cast(searches.search_day_of_week as {{ dbt.type_bigint() }}) as search_day_of_week,
         cast(searches.price_seen_eur as {{ type_double() }}) as price_seen_eur,
+        cast(routes.base_fare_eur as {{ type_double() }}) as route_base_fare_eur,
         cast(searches.passengers as {{ dbt.type_bigint() }}) as passengers,
         searches.fare_class,
         searches.is_round_trip,
@@ -88,6 +95,7 @@ final as (
 
     from searches
     inner join users on searches.user_id = users.user_id
+    inner join routes on searches.route_id = routes.route_id
     left join history on searches.search_id = history.search_id
     where not users.is_excluded_traffic and searches.price_seen_eur is not null
 
