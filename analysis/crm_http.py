@@ -27,11 +27,14 @@ class CrmAuthError(RailflowError):
 
 
 def canonical(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    """Sorted keys, no spaces, no NaN (invalid JSON; raises ValueError)."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def idempotency_key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical(payload)).hexdigest()[:32]
+def idempotency_key(payload: dict[str, Any] | bytes) -> str:
+    """Same payload, same key (pass the canonical bytes when you already have them)."""
+    body = payload if isinstance(payload, bytes) else canonical(payload)
+    return hashlib.sha256(body).hexdigest()[:32]
 
 
 @dataclass
