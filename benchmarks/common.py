@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,24 +15,33 @@ from railflow.settings import REPO_ROOT, Settings, get_settings
 
 
 def measure(cmd: Sequence[str], env: dict[str, str], log: Path | None = None) -> dict[str, float]:
-    """Run a command; wall and CPU seconds and peak resident memory of its process tree."""
-    start = time.perf_counter()
-    out = log.open("a") if log else subprocess.DEVNULL
-    try:
-        proc = subprocess.Popen(
-            list(cmd), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
+    """Run a command; wall and CPU seconds and peak resident memory of its process tree.
+
+    The command runs under benchmarks.launcher so the peak is the command's own, not the memory
+    this (long-lived, frame-holding) benchmark process had when it forked.
+    """
+    with tempfile.TemporaryFile("w+") as report:
+        out = log.open("a") if log else subprocess.DEVNULL
+        start = time.perf_counter()
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "benchmarks.launcher", *cmd],
+                cwd=REPO_ROOT, env=env, stdout=out, stderr=report, check=True,
+            )  # fmt: skip
+        finally:
+            if log:
+                out.close()  # type: ignore[union-attr]
+        wall = time.perf_counter() - start
+        report.seek(0)
+        lines = report.read().splitlines()
+    result = json.loads(lines[-1])
+    if result["exit_code"] != 0:
         if log:
-            out.close()  # type: ignore[union-attr]
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed" + (f"; see {log}" if log else ""))
-    return {
-        "wall_s": time.perf_counter() - start,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_mb": usage.ru_maxrss / 1024,  # KiB on Linux
-    }
+            with log.open("a") as fh:
+                fh.write("\n".join(lines[:-1]) + "\n")
+        tail = "" if log else "\n".join(lines[-20:-1])
+        raise RuntimeError(f"{' '.join(cmd)} failed" + (f"; see {log}" if log else f":\n{tail}"))
+    return {"wall_s": wall, "cpu_s": result["cpu_s"], "peak_mb": result["peak_mb"]}
 
 
 def world_env(folder: Path, users: int, days: int = 180, seed: int = 42) -> dict[str, str]:

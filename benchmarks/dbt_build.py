@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from benchmarks.common import measure, settings_for, stage_cmd, world_env
 from benchmarks.e2e import events_per_user
 from railflow.dbt import dbt_executable
 from railflow.warehouse import connect
+
+
+def build_counts(target: Path) -> dict[str, int]:
+    """Nodes of the last `dbt build` by kind and status, from its run_results.json."""
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    kinds = Counter(r["unique_id"].split(".")[0] for r in results)
+    statuses = Counter(str(r["status"]) for r in results)
+    return {
+        **{f"nodes: {kind}": n for kind, n in sorted(kinds.items())},
+        **{f"status: {status}": n for status, n in sorted(statuses.items())},
+    }
 
 
 def run(quick: bool) -> dict[str, float]:
@@ -35,6 +48,8 @@ def run(quick: bool) -> dict[str, float]:
                     )
             dbt_env = {**env, **settings.dbt_env()}
             full = measure([dbt_executable(), "build", "--exclude", "tag:post_scoring"], dbt_env)
+            if label == "1M":
+                results |= build_counts(Path(env["DBT_TARGET_PATH"]))
             measure(stage_cmd("load"), env)  # the 181st day arrives
             incremental = measure(
                 [dbt_executable(), "build", "--exclude", "tag:post_scoring"], dbt_env
