@@ -62,6 +62,7 @@ VALID_DAYS = 14
 # it sees a smaller sample (docs/benchmarks.md shows the AUC at both sizes).
 MAX_TRAIN_ROWS = 1_000_000
 MAX_FOREST_ROWS = 150_000
+SCORE_CHUNK_ROWS = 250_000
 SEED = 0
 INTENT_BANDS = (0.3, 0.7)
 
@@ -282,10 +283,17 @@ def load(folder: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def predict(model: Any, features: pl.DataFrame) -> np.ndarray:
+    """Scores in chunks: a pandas copy of millions of rows (string columns as Python objects)
+    would cost several times the polars frame's memory."""
     require_columns(features, FEATURES, "propensity scoring", allow_empty=True)
     if features.height == 0:
         return np.array([], dtype=float)
-    return model.predict_proba(to_pandas(features, FEATURES))[:, 1]
+    return np.concatenate(
+        [
+            model.predict_proba(to_pandas(features.slice(start, SCORE_CHUNK_ROWS), FEATURES))[:, 1]
+            for start in range(0, features.height, SCORE_CHUNK_ROWS)
+        ]
+    )
 
 
 def predict_one(folder: Path, features: dict[str, Any]) -> float:
