@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from railflow.errors import SettingsError, cli_entrypoint
 from railflow.settings import REPO_ROOT
@@ -85,6 +86,73 @@ def plot(records: list[dict[str, object]]) -> None:
     fig.savefig(PLOT, dpi=110)
 
 
+# (area, measurement, comparison, threshold): the targets the issues set for each area
+AREA_TARGETS = (
+    ("generate", "events per second (1M)", ">=", 1_000_000),
+    ("generate", "events per second (10M)", ">=", 1_000_000),
+    ("generate", "speed-up vs row-by-row", ">=", 300),
+    ("generate", "peak memory MB (10M)", "<", 4096),
+    ("dbt_build", "build after one more day / full (1M)", "<=", 0.2),
+    ("dbt_build", "build after one more day / full (10M)", "<=", 0.2),
+    ("ml", "single-row latency p95 ms", "<", 50),
+    ("app", "simulator rerun p95 ms", "<", 100),
+    ("crm_export", "users exported per second (20k)", ">=", 200_000),
+    ("crm_export", "users exported per second (1M)", ">=", 200_000),
+)
+
+
+def area_checks(areas: dict[str, Any]) -> list[str]:
+    lines = ["## Targets per area", "", "| area | measurement | target | measured | met |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for area, key, op, threshold in AREA_TARGETS:
+        value = (areas.get(area) or {}).get("results", {}).get(key)
+        if value is None:
+            continue
+        ok = {">=": value >= threshold, "<": value < threshold, "<=": value <= threshold}[op]
+        lines.append(
+            f"| {area} | {key} | {op} {_fmt(threshold)} | {_fmt(value)} | "
+            f"{'yes' if ok else '**no**'} |"
+        )
+    return [*lines, ""] if len(lines) > 2 else []
+
+
+def scaling_checks(records: list[dict[str, object]]) -> list[str]:
+    """The scale issue's targets, checked against the records (where the scales were run)."""
+    by_scale: dict[str, list[dict[str, object]]] = {}
+    for r in records:
+        by_scale.setdefault(str(r["scale"]), []).append(r)
+    lines = ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
+
+    def row(target: str, measured: str, ok: bool) -> None:
+        lines.append(f"| {target} | {measured} | {'yes' if ok else '**no**'} |")
+
+    limits = {"10M": (600.0, 6 * 1024.0), "50M": (None, 12 * 1024.0)}
+    for scale, (max_wall, max_peak) in limits.items():
+        rows = by_scale.get(scale)
+        if not rows:
+            continue
+        wall = sum(float(r["wall_s"]) for r in rows)
+        peak = max(float(r["peak_mb"]) for r in rows)
+        if max_wall:
+            row(f"{scale} end to end in at most {max_wall / 60:.0f} min", f"{wall:.0f} s",
+                wall <= max_wall)  # fmt: skip
+        row(f"{scale} peak memory under {max_peak / 1024:.0f} GB", f"{peak / 1024:.2f} GB",
+            peak < max_peak)  # fmt: skip
+    if "10M" in by_scale and "50M" in by_scale:
+        small = {str(r["stage"]): r for r in by_scale["10M"]}
+        for r in by_scale["50M"]:
+            base = small.get(str(r["stage"]))
+            if not base:
+                continue
+            t_ratio = float(r["wall_s"]) / float(base["wall_s"])
+            e_ratio = float(r["events"]) / float(base["events"])
+            measured = f"time x{t_ratio:.2f}, events x{e_ratio:.2f}"
+            target = f"{r['stage']}: time 10M→50M grows at most with events (+20%)"
+            row(target, measured, t_ratio <= 1.2 * e_ratio)
+    lines.append("")
+    return lines
+
+
 def render(results: dict[str, object]) -> str:
     m = results.get("machine", {})
     lines = [
@@ -109,6 +177,8 @@ def render(results: dict[str, object]) -> str:
         lines += ["| measurement | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in entry["results"].items()]
         lines.append("")
+    if isinstance(areas, dict):
+        lines += area_checks(areas)
     e2e = results.get("e2e")
     if isinstance(e2e, dict) and e2e.get("records"):
         records = e2e["records"]
@@ -136,6 +206,7 @@ def render(results: dict[str, object]) -> str:
         for scale, (wall, peak, events) in totals.items():
             lines.append(f"| {scale} | {int(events):,} | {wall:.0f} | {peak:.0f} |")
         lines += ["", "![time and memory per stage](benchmarks/scaling.png)", ""]
+        lines += scaling_checks(records)
     lines += [
         "## Reproduce",
         "",

@@ -35,10 +35,10 @@ def measure(cmd: Sequence[str], env: dict[str, str], log: Path | None = None) ->
         report.seek(0)
         lines = report.read().splitlines()
     result = json.loads(lines[-1])
+    if log:  # the command's own stderr (logging goes there), minus the launcher's report
+        with log.open("a") as fh:
+            fh.write("".join(f"{line}\n" for line in lines[:-1]))
     if result["exit_code"] != 0:
-        if log:
-            with log.open("a") as fh:
-                fh.write("\n".join(lines[:-1]) + "\n")
         tail = "" if log else "\n".join(lines[-20:-1])
         raise RuntimeError(f"{' '.join(cmd)} failed" + (f"; see {log}" if log else f":\n{tail}"))
     return {"wall_s": wall, "cpu_s": result["cpu_s"], "peak_mb": result["peak_mb"]}

@@ -8,6 +8,7 @@ stage and the processes it waited for (dbt runs as a grandchild).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -39,9 +40,19 @@ class StageMeasure:
         return self.rows / self.wall_s if self.rows and self.wall_s > 0 else None
 
 
+CALIBRATION_USERS = 20_000  # events per user drift with world size; calibrate at the default
+STAGE_ROWS = re.compile(r"\] (\w+) done in [\d.]+s, ([\d,]+) rows")
+
+
 def _run_stage(stage: str, env: dict[str, str], log: Path) -> tuple[float, float, float]:
     m = measure(stage_cmd(stage), env, log)
     return m["wall_s"], m["cpu_s"], m["peak_mb"]
+
+
+def stage_rows(log: Path, stage: str) -> int | None:
+    """Rows the stage reported in its closing log line (its output), if it reports any."""
+    found = [int(n.replace(",", "")) for s, n in STAGE_ROWS.findall(log.read_text()) if s == stage]
+    return found[-1] if found else None
 
 
 def count_raw_events(raw_dir: Path) -> int:
@@ -54,7 +65,7 @@ def count_raw_events(raw_dir: Path) -> int:
 
 def events_per_user(workdir: Path) -> float:
     """Calibrate: events generated per user over DAYS days, on a small world."""
-    env = _env(workdir / "calibrate", users=2000)
+    env = _env(workdir / "calibrate", users=CALIBRATION_USERS)
     subprocess.run(
         [sys.executable, "-m", "railflow.pipeline", "--only", "generate"],
         cwd=REPO_ROOT,
@@ -62,7 +73,9 @@ def events_per_user(workdir: Path) -> float:
         check=True,
         capture_output=True,
     )
-    return count_raw_events(workdir / "calibrate" / "data" / "raw") / 2000
+    per_user = count_raw_events(workdir / "calibrate" / "data" / "raw") / CALIBRATION_USERS
+    shutil.rmtree(workdir / "calibrate", ignore_errors=True)
+    return per_user
 
 
 def _env(folder: Path, users: int) -> dict[str, str]:
@@ -81,7 +94,9 @@ def run_scale(label: str, target_events: int, per_user: float, workdir: Path) ->
         wall, cpu, peak = _run_stage(stage.name, env, log)
         if stage.name == "generate":
             events = count_raw_events(folder / "data" / "raw")
-        rows = events if stage.name in {"generate", "load", "dbt_build"} else None
+        # the first three stages process every event; later ones report what they produced
+        counts_events = stage.name in {"generate", "load", "dbt_build"}
+        rows = events if counts_events else stage_rows(log, stage.name)
         measures.append(StageMeasure(label, events, stage.name, wall, cpu, peak, rows))
         print(f"  {label:>4} {stage.name:<10} {wall:8.1f}s {peak:8.0f} MB", flush=True)
     return measures
