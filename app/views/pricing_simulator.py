@@ -121,7 +121,19 @@ def page() -> None:
         "user_prior_searches": prior_searches, "user_prior_bookings": prior_bookings,
         "days_since_signup": tenure,
     }  # fmt: skip
-    p = propensity.predict_one(model_dir, features)
+    # the search and the lead-time curve in one model call: each call has a fixed cost
+    leads = np.arange(0, 91)
+    fare = float(route["base_fare_eur"])
+    rows = pl.DataFrame(
+        [features]
+        + [
+            {**features, "lead_time_days": int(x),
+             "price_seen_eur": quote(fare, int(passengers), fare_class, round_trip, int(x))}
+            for x in leads
+        ]
+    )  # fmt: skip
+    scores = propensity.predict(model, rows)
+    p, model_p = float(scores[0]), scores[1:]
     lo, hi = band
     offer = lo <= p <= hi
     p_discounted = min(p * (1 + uplift / 100), 1.0)
@@ -145,16 +157,6 @@ def page() -> None:
         "relative uplift."
     )
 
-    leads = np.arange(0, 91)
-    fare = float(route["base_fare_eur"])
-    curve = pl.DataFrame(
-        [
-            {**features, "lead_time_days": int(x),
-             "price_seen_eur": quote(fare, int(passengers), fare_class, round_trip, int(x))}
-            for x in leads
-        ]
-    )  # fmt: skip
-    model_p = propensity.predict(model, curve)
     st.subheader(
         f"Probability against lead time — {route['origin_city']} → {route['destination_city']}"
     )
