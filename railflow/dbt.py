@@ -26,7 +26,8 @@ class DbtError(RailflowError):
 def ensure_profile(settings: Settings) -> Path:
     """Make sure a profiles.yml exists where DBT_PROFILES_DIR points (copied from the example)."""
     profile = settings.dbt_profiles_dir / "profiles.yml"
-    if not profile.exists():
+    # like the Makefile rule: a copy older than the example is refreshed
+    if not profile.exists() or profile.stat().st_mtime < PROFILE_TEMPLATE.stat().st_mtime:
         settings.dbt_profiles_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PROFILE_TEMPLATE, profile)
     return profile

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -45,6 +46,9 @@ class Settings:
     target: str = "duckdb"
     data_dir: Path = REPO_ROOT / "data"
     duckdb_path: Path = REPO_ROOT / "data" / "warehouse.duckdb"
+    # DuckDB spills to disk beyond this; its default (80% of RAM) let a 50M-event build reach
+    # 12.5 GB. Python-side frames come on top of it.
+    duckdb_memory_limit: str = "8GB"
     artifacts_dir: Path = REPO_ROOT / "ml" / "artifacts"
     users: int = 20_000
     days: int = 180
@@ -109,6 +113,7 @@ class Settings:
         env = {
             "RAILFLOW_TARGET": self.target,
             "RAILFLOW_DUCKDB_PATH": str(self.duckdb_path),
+            "RAILFLOW_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "RAILFLOW_BQ_DATASET": self.bq_dataset,
             "RAILFLOW_BQ_LOCATION": self.bq_location,
             "DBT_PROFILES_DIR": str(self.dbt_profiles_dir),
@@ -140,6 +145,15 @@ def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
         return default
     path = Path(raw).expanduser()
     return path if path.is_absolute() else (Path.cwd() / path).resolve()
+
+
+def _memory(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+        raise SettingsError(
+            f"{name}={value!r} is not a memory size; use a number and a unit, e.g. {name}=8GB"
+        )
+    return value
 
 
 def get_settings(env: Mapping[str, str] | None = None, *, warn: bool = True) -> Settings:
@@ -185,6 +199,7 @@ def get_settings(env: Mapping[str, str] | None = None, *, warn: bool = True) -> 
         target=target,
         data_dir=data_dir,
         duckdb_path=_path(env, "RAILFLOW_DUCKDB_PATH", data_dir / "warehouse.duckdb"),
+        duckdb_memory_limit=_memory(env, "RAILFLOW_DUCKDB_MEMORY_LIMIT", "8GB"),
         artifacts_dir=_path(env, "RAILFLOW_ARTIFACTS_DIR", REPO_ROOT / "ml" / "artifacts"),
         users=_int(env, "RAILFLOW_USERS", 20_000),
         days=_int(env, "RAILFLOW_DAYS", 180),

@@ -76,9 +76,17 @@ class Warehouse:
         """Write a frame to `layer.name`; returns the rows written."""
         raise NotImplementedError
 
-    def read(self, layer: str, name: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    def read(
+        self,
+        layer: str,
+        name: str,
+        columns: Sequence[str] | None = None,
+        order_by: Sequence[str] = (),
+    ) -> pl.DataFrame:
+        """A whole table; `order_by` sorts in the engine (it spills; a copy in Python would not)."""
         cols = ", ".join(_check_identifier(c) for c in columns) if columns else "*"
-        return self.query(f"select {cols} from {self.table(layer, name)}")
+        order = f" order by {', '.join(_check_identifier(c) for c in order_by)}" if order_by else ""
+        return self.query(f"select {cols} from {self.table(layer, name)}{order}")
 
     def close(self) -> None:  # pragma: no cover - trivial
         pass
@@ -117,6 +125,7 @@ class DuckDBWarehouse(Warehouse):
                 self.con = duckdb.connect(str(path), read_only=read_only)
                 # Timestamps are UTC everywhere; never the machine's local zone.
                 self.con.sql("set TimeZone = 'UTC'")
+                self.con.sql(f"set memory_limit = '{settings.duckdb_memory_limit}'")
                 break
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc):

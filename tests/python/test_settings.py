@@ -64,6 +64,7 @@ def test_bigquery_layers_are_prefixed_datasets() -> None:
         ({"RAILFLOW_USERS": "lots"}, "RAILFLOW_USERS"),
         ({"RAILFLOW_DAYS": "0"}, "RAILFLOW_DAYS"),
         ({"RAILFLOW_SEED": "4.2"}, "RAILFLOW_SEED"),
+        ({"RAILFLOW_DUCKDB_MEMORY_LIMIT": "lots"}, "RAILFLOW_DUCKDB_MEMORY_LIMIT"),
         ({"RAILFLOW_START_DATE": "March"}, "RAILFLOW_START_DATE"),
         ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_BQ_PROJECT": "p"}, "RAILFLOW_PII_SALT"),
         ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s"}, "RAILFLOW_BQ_PROJECT"),
