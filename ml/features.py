@@ -11,10 +11,11 @@ from railflow.errors import RailflowError
 from railflow.settings import Settings
 from railflow.warehouse import Warehouse
 
-# Each mart's grain. Rows are sorted by it after reading: the warehouse returns rows in no fixed
-# order, and sampling or tie-breaking on an unordered frame would train a different model each run.
+# Each mart's sort order (its grain, searches by date first so time windows are slices). The
+# warehouse returns rows in no fixed order otherwise, and sampling or tie-breaking on an unordered
+# frame would train a different model each run.
 MARTS = {
-    "ml_booking_propensity_features": ("search_id",),
+    "ml_booking_propensity_features": ("search_date", "search_id"),
     "ml_churn_features": ("user_id", "cutoff_date"),
     "ml_rfm_features": ("user_id",),
 }
@@ -51,7 +52,7 @@ def read_mart(wh: Warehouse, name: str) -> pl.DataFrame:
             f"feature mart {wh.schema('marts')}.{name} does not exist; run `make run` "
             "(or `python -m railflow.pipeline --from dbt_build`)"
         )
-    return wh.read("marts", name).sort(MARTS[name])
+    return wh.read("marts", name, order_by=MARTS[name])
 
 
 def read_truth(settings: Settings, name: str) -> pl.DataFrame | None:

@@ -166,14 +166,22 @@ class Split:
 
 
 def time_split(df: pl.DataFrame) -> Split:
-    """Train < valid < test by search date; never random, so the future never leaks."""
-    last: date = df["search_date"].max()  # type: ignore[assignment]
+    """Train < valid < test by search date; never random, so the future never leaks.
+
+    The windows are zero-copy slices of the date-sorted frame (filters would copy it).
+    """
+    if not df["search_date"].is_sorted():
+        df = df.sort("search_date", maintain_order=True)
+    dates = df["search_date"]
+    last: date = dates.max()  # type: ignore[assignment]
     test_start = last - timedelta(days=TEST_DAYS - 1)
     valid_start = test_start - timedelta(days=VALID_DAYS)
+    i_valid = int(dates.search_sorted(valid_start, side="left"))
+    i_test = int(dates.search_sorted(test_start, side="left"))
     split = Split(
-        train=df.filter(pl.col("search_date") < valid_start),
-        valid=df.filter(pl.col("search_date").is_between(valid_start, test_start, closed="left")),
-        test=df.filter(pl.col("search_date") >= test_start),
+        train=df.slice(0, i_valid),
+        valid=df.slice(i_valid, i_test - i_valid),
+        test=df.slice(i_test),
     )
     for name in ("train", "valid", "test"):
         frame = getattr(split, name)
