@@ -25,10 +25,7 @@ renamed as (
         cast(is_round_trip as {{ dbt.type_boolean() }}) as is_round_trip,
         cast(price_eur as {{ dbt.type_numeric() }}) as gross_price_eur,
         cast(discount_eur as {{ dbt.type_numeric() }}) as discount_eur,
-        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}             as delivery_delay_seconds,
-        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}         > {{ var('late_arrival_seconds') }} as is_late_arrival,
-        _batch_id as batch_id,
-        _loaded_at as loaded_at
+        {{ delivery_columns() }}
 
     from source
 

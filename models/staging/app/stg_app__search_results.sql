@@ -20,10 +20,7 @@ renamed as (
         cast(results_count as {{ dbt.type_int() }}) as results_count,
         cast(price_eur as {{ dbt.type_numeric() }}) as price_eur,
         cast(discount_eur as {{ dbt.type_numeric() }}) as discount_eur,
-        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}             as delivery_delay_seconds,
-        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}         > {{ var('late_arrival_seconds') }} as is_late_arrival,
-        _batch_id as batch_id,
-        _loaded_at as loaded_at
+        {{ delivery_columns() }}
 
     from source
 

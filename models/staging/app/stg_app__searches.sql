@@ -23,10 +23,7 @@ renamed as (
         cast(passengers as {{ dbt.type_int() }}) as passengers,
         fare_class,
         cast(is_round_trip as {{ dbt.type_boolean() }}) as is_round_trip,
-        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}             as delivery_delay_seconds,
-        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}         > {{ var('late_arrival_seconds') }} as is_late_arrival,
-        _batch_id as batch_id,
-        _loaded_at as loaded_at
+        {{ delivery_columns() }}
 
     from source
 

@@ -17,10 +17,7 @@ renamed as (
         cast(occurred_at as {{ dbt.type_timestamp() }}) as started_at,
         cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
         utm_source,
-        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}             as delivery_delay_seconds,
-        {{ dbt.datediff('occurred_at', 'received_at', 'second') }}         > {{ var('late_arrival_seconds') }} as is_late_arrival,
-        _batch_id as batch_id,
-        _loaded_at as loaded_at
+        {{ delivery_columns() }}
 
     from source
 
