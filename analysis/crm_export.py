@@ -130,6 +130,7 @@ class Plan:
         )
     )
     invalid: list[tuple[str, str]] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)  # attributes_hash of each valid object
 
 
 def plan(
@@ -156,11 +157,12 @@ def plan(
             p.counts["invalid"] += 1
             p.invalid.append((uid, "; ".join(errors)))
             continue
+        p.hashes[uid] = attributes_hash(body)
         previous = state.get(uid)
         kind = (
             "created"
             if previous is None
-            else ("unchanged" if previous == attributes_hash(body) else "updated")
+            else ("unchanged" if previous == p.hashes[uid] else "updated")
         )
         p.counts[kind] += 1
         if kind != "unchanged" or mode == "full":
@@ -309,9 +311,9 @@ def _record(
         keep = state.filter(~pl.col("external_id").is_in(list(delivered)))
         fresh = pl.DataFrame(
             [
-                {"external_id": uid, "attributes_sha256": attributes_hash(obj), "synced_at": now}
-                for uid, obj in sent.items()
-                if uid in delivered and obj.get("rf_audiences") is not None
+                {"external_id": uid, "attributes_sha256": p.hashes[uid], "synced_at": now}
+                for uid in sent
+                if uid in delivered and uid in p.hashes
             ],
             schema={"external_id": pl.Utf8, "attributes_sha256": pl.Utf8, "synced_at": ts},
         )
