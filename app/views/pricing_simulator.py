@@ -153,7 +153,7 @@ def page() -> None:
     p_discounted = min(p * (1 + uplift / 100), 1.0)
     revenue_without = p * price
     revenue_with = p_discounted * price * (1 - discount / 100)
-    intent = "low" if p < 0.3 else ("high" if p > 0.7 else "medium")
+    intent = str(propensity.intent_band(np.array([p]))[0])
 
     a, b, c = st.columns(3)
     a.metric("Booking probability", f"{p:.1%}")
