@@ -44,6 +44,11 @@ def measure(cmd: Sequence[str], env: dict[str, str], log: Path | None = None) ->
     return {"wall_s": wall, "cpu_s": result["cpu_s"], "peak_mb": result["peak_mb"]}
 
 
+def event_sizes(quick: bool) -> dict[str, int]:
+    """The event counts the per-area benchmarks run at."""
+    return {"1M": 1_000_000} if quick else {"1M": 1_000_000, "10M": 10_000_000}
+
+
 def world_env(folder: Path, users: int, days: int = 180, seed: int = 42) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAILFLOW_")}
     return {

@@ -7,7 +7,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import measure, settings_for, stage_cmd, world_env
+from benchmarks.common import event_sizes, measure, settings_for, stage_cmd, world_env
 from benchmarks.e2e import events_per_user
 from railflow.dbt import dbt_executable
 from railflow.warehouse import connect
@@ -25,7 +25,7 @@ def build_counts(target: Path) -> dict[str, int]:
 
 
 def run(quick: bool) -> dict[str, float]:
-    sizes = {"1M": 1_000_000} if quick else {"1M": 1_000_000, "10M": 10_000_000}
+    sizes = event_sizes(quick)
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="railflow-bench-dbt-") as tmp:
         per_user = events_per_user(Path(tmp))

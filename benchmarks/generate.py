@@ -10,7 +10,7 @@ from pathlib import Path
 
 from faker import Faker
 
-from benchmarks.common import measure, world_env
+from benchmarks.common import event_sizes, measure, world_env
 from benchmarks.e2e import count_raw_events, events_per_user
 
 ROW_BY_ROW_SAMPLE = 5_000
@@ -46,7 +46,7 @@ def row_by_row_events_per_second(n: int = ROW_BY_ROW_SAMPLE) -> float:
 
 
 def run(quick: bool) -> dict[str, float]:
-    sizes = {"1M": 1_000_000} if quick else {"1M": 1_000_000, "10M": 10_000_000}
+    sizes = event_sizes(quick)
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="railflow-bench-gen-") as tmp:
         per_user = events_per_user(Path(tmp))
