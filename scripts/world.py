@@ -9,12 +9,13 @@ explains them.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import polars as pl
-from faker import Faker
 
 from scripts.reference import Reference
 
@@ -129,6 +130,13 @@ CHUNK_USERS = 25_000  # users per chunk: bounds memory at any scale
 US = 1_000_000  # microseconds per second
 
 
+def padded_id(prefix: str, number: pl.Expr, digits: int) -> pl.Expr:
+    """prefix + number zero-padded to `digits` (numbers are below 10**digits within a chunk):
+    the digits of 10**digits + number after its leading 1, cheaper than str.zfill."""
+    padded = (number.cast(pl.Int64) + 10**digits).cast(pl.Utf8).str.slice(1)
+    return pl.concat_str(pl.lit(prefix), padded)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -144,27 +152,41 @@ def bucket(experiment_id: str, user_ids: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PiiPool:
-    """Clear-text PII pool per country; kept in memory only (tests rebuild it to scan for leaks)."""
+    """Clear-text PII pool per country; kept in memory only (tests rebuild it to scan for leaks).
+
+    first_slug/last_slug are the email-safe forms of the names, made once per pool entry.
+    """
 
     first: dict[str, list[str]]
     last: dict[str, list[str]]
     phone: dict[str, list[str]]
+    first_slug: dict[str, list[str]]
+    last_slug: dict[str, list[str]]
+
+
+# Faker imports every provider module of a locale unless told which ones it needs; these are the
+# only two the pool uses (the names and phones drawn are the same either way).
+FAKER_PROVIDERS = ["faker.providers.person", "faker.providers.phone_number"]
 
 
 def build_pii_pool(seed: int, countries: list[str]) -> PiiPool:
+    from faker import Faker  # imported here: World builds the pool on a background thread
+
     first, last, phone = {}, {}, {}
     for i, country in enumerate(sorted(countries)):
-        fake = Faker(LOCALES.get(country, "en_GB"))
+        fake = Faker(LOCALES.get(country, "en_GB"), providers=FAKER_PROVIDERS)
         fake.seed_instance(seed * 1000 + i)
         first[country] = [fake.first_name() for _ in range(POOL_SIZE)]
         last[country] = [fake.last_name() for _ in range(POOL_SIZE)]
         phone[country] = [fake.phone_number() for _ in range(POOL_SIZE)]
-    return PiiPool(first, last, phone)
+
+    def slugs(names: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {country: [_ascii_slug(n) for n in pool] for country, pool in names.items()}
+
+    return PiiPool(first, last, phone, slugs(first), slugs(last))
 
 
 def _ascii_slug(text: str) -> str:
-    import unicodedata
-
     norm = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return "".join(ch for ch in norm.lower() if ch.isalnum()) or "user"
 
@@ -222,8 +244,16 @@ class World:
             if country in cidx and 0 <= d < len(self.day_dates):
                 self.holiday[cidx[country], d] = True
         self.station_cidx = np.array([cidx[c] for c in self.station_country])
-        self.pool = build_pii_pool(seed, self.countries)
+        # Faker (import and pool) is pure Python and only needed once the user table is built:
+        # it runs on a thread while the first chunk's sessions and events are simulated.
+        pool_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pii-pool")
+        self._pool = pool_thread.submit(build_pii_pool, seed, self.countries)
+        pool_thread.shutdown(wait=False)  # the build still runs; nothing else is queued
         self.n_chunks = max(1, -(-users // CHUNK_USERS))
+
+    @property
+    def pool(self) -> PiiPool:
+        return self._pool.result()
 
     # ------------------------------------------------------------------------------------
     def chunk(self, k: int) -> Chunk:
@@ -355,7 +385,13 @@ class World:
         m = s_user.size
         cdf = np.cumsum(HOUR_PROFILE, axis=1)
         cdf /= cdf[:, -1:]
-        hour = (rng.random(m)[:, None] > cdf[persona[s_user]]).sum(axis=1)
+        # inverse-CDF draw: hour = how many of the persona's cumulative weights lie below r
+        r = rng.random(m)
+        s_persona = persona[s_user]
+        hour = np.empty(m, dtype=np.int64)
+        for i in range(len(PERSONAS)):
+            rows = s_persona == i
+            hour[rows] = np.searchsorted(cdf[i], r[rows], side="left")
         # local hours -> UTC (the simulated markets are mostly UTC+1/+2 in this season)
         start_us = (
             self.start_us
@@ -487,10 +523,9 @@ class World:
                     .agg(pl.col("start_us").min(), pl.col("s").sort_by("start_us").first())
                 )
             first = first.sort("u")
-            b = bucket(exp_id, u["ids"])
-            variant = np.where(
-                b[first["u"].to_numpy()] < cfg["treatment_share"], "treatment", "control"
-            )
+            exposed = first["u"].to_numpy()
+            b = bucket(exp_id, [u["ids"][i] for i in exposed])  # only the exposed users
+            variant = np.where(b < cfg["treatment_share"], "treatment", "control")
             logged_share = cfg.get("treatment_exposure_logged_share", 1.0)
             logged = (variant == "control") | (rng.random(first.height) < logged_share)
             frames.append(
@@ -547,17 +582,19 @@ class World:
         uid = pl.Series(u["ids"])
         ts = pl.Datetime("us", "UTC")
         stations = pl.Series(self.station_ids)
-        session_id = pl.format("ss_{}_{}", pl.lit(tag), pl.col("s").cast(pl.Utf8).str.zfill(8))
+        session_id = padded_id(f"ss_{tag}_", pl.col("s"), 8)
         common_s = s.with_columns(
             user_id=uid.gather(s["u"].to_numpy()),
             session_id=session_id,
             platform_name=pl.Series(np.array(PLATFORMS)[s["platform"].to_numpy()]),
         )
-        sess_lookup = common_s.select("s", "user_id", "session_id", "platform_name")
+        # sessions are numbered 0..n-1 in row order, so a session's columns are a gather by "s"
+        sess_cols = common_s.select("user_id", "session_id", "platform_name")
         events: dict[str, pl.DataFrame] = {}
 
         def emit(name: str, df: pl.DataFrame, occurred_us: pl.Expr, extra: list[pl.Expr]) -> None:
-            df = df.join(sess_lookup, on="s", how="left") if "session_id" not in df.columns else df
+            if "session_id" not in df.columns:
+                df = pl.concat([df, sess_cols[df["s"]]], how="horizontal")
             events[name] = df.select(
                 pl.lit(name).alias("event_name"),
                 pl.col("user_id"),
@@ -583,7 +620,7 @@ class World:
             ],
         )
         q = q.with_columns(
-            search_id=pl.format("sr_{}_{}", pl.lit(tag), pl.col("q").cast(pl.Utf8).str.zfill(9)),
+            search_id=padded_id(f"sr_{tag}_", pl.col("q"), 9),
             origin_station_id=stations.gather(self.route_origin[q["route"].to_numpy()]),
             destination_station_id=stations.gather(self.route_dest[q["route"].to_numpy()]),
             travel_date=(pl.lit(self.start) + pl.duration(days=pl.col("travel_day"))).cast(pl.Date),
@@ -646,7 +683,7 @@ class World:
             [pl.col("search_id"), pl.col("price_eur")],
         )
         bookings = q.filter(pl.col("is_booked")).with_columns(
-            booking_id=pl.format("bk_{}_{}", pl.lit(tag), pl.col("q").cast(pl.Utf8).str.zfill(9))
+            booking_id=padded_id(f"bk_{tag}_", pl.col("q"), 9)
         )
         emit(
             "ticket_purchased",
@@ -722,14 +759,9 @@ class World:
         u["loyalty_gains"] = loyalty.select("u", pl.col("start_us") + 60 * US)
         # stable event ids: per table, in generation order
         for name, df in events.items():
-            events[name] = df.with_row_index("_n").select(
-                pl.format(
-                    "ev_{}_{}_{}",
-                    pl.lit(tag),
-                    pl.lit(name[:3]),
-                    pl.col("_n").cast(pl.Utf8).str.zfill(9),
-                ).alias("event_id"),
-                pl.exclude("_n"),
+            events[name] = df.select(
+                padded_id(f"ev_{tag}_{name[:3]}_", pl.int_range(pl.len()), 9).alias("event_id"),
+                pl.all(),
             )
         truth_extra = {
             "searches": q.join(bookings.select("q", "booking_id"), on="q", how="left").select(
@@ -770,12 +802,14 @@ class World:
         first = [self.pool.first[c][i] for c, i in zip(country, idx_first, strict=True)]
         last = [self.pool.last[c][i] for c, i in zip(country, idx_last, strict=True)]
         phone = [self.pool.phone[c][i] for c, i in zip(country, idx_phone, strict=True)]
+        first_slug = [self.pool.first_slug[c][i] for c, i in zip(country, idx_first, strict=True)]
+        last_slug = [self.pool.last_slug[c][i] for c, i in zip(country, idx_last, strict=True)]
         domains = np.where(
             u["is_internal"], INTERNAL_DOMAIN, np.array(EMAIL_DOMAINS)[rng.integers(0, 6, size=n)]
         )
         emails = [
-            f"{_ascii_slug(f)}.{_ascii_slug(la)}{uid[4:]}@{d}"
-            for f, la, uid, d in zip(first, last, u["ids"], domains, strict=True)
+            f"{f}.{la}{uid[4:]}@{d}"
+            for f, la, uid, d in zip(first_slug, last_slug, u["ids"], domains, strict=True)
         ]
         # messy input on purpose: case and whitespace the privacy layer must normalise
         messy = rng.random(n) < 0.1
@@ -848,15 +882,18 @@ class World:
                 rng.uniform(1, pat["max_lateness_days"], size=n) * 86_400 * US,
             ).astype(np.int64)
             lag_us = np.where(late, late_us, lag_us)
-            df = df.with_columns(
-                received_at=pl.col("occurred_at") + pl.Series(lag_us).cast(pl.Duration("us"))
-            )
             dup = rng.random(n) < pat["duplicate_rate"]
-            dups = df.filter(pl.Series(dup)).with_columns(
-                received_at=pl.col("received_at")
-                + pl.Series(rng.integers(1, 600, size=int(dup.sum())) * US).cast(pl.Duration("us"))
+            extra_us = rng.integers(1, 600, size=int(dup.sum())) * US
+            # every delivery as a row of df, a duplicate right after its original: the rows are
+            # in event_id order (ids are numbered in row order), so a stable sort on received_at
+            # orders deliveries by (received_at, event_id) without comparing strings
+            row = np.repeat(np.arange(n), np.where(dup, 2, 1))
+            received = df["occurred_at"].dt.epoch("us").to_numpy()[row] + lag_us[row]
+            received[np.flatnonzero(np.diff(row, prepend=-1) == 0)] += extra_us
+            order = np.argsort(received, kind="stable")
+            out = df[row[order]].with_columns(
+                received_at=pl.Series(received[order]).cast(pl.Datetime("us", "UTC"))
             )
-            out = pl.concat([df, dups]).sort("received_at", "event_id")
             raw[name] = out
             marks.append(
                 pl.DataFrame(
