@@ -15,6 +15,7 @@ import logging
 import shutil
 import sys
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -29,7 +30,42 @@ from scripts.tracking_plan import load_plan
 from scripts.world import PARAMS, World
 
 log = logging.getLogger("railflow.generate")
-PARQUET = {"compression": "zstd", "statistics": True}
+# zstd at level 1: within a few percent of snappy's speed, files about 30% smaller than snappy's
+PARQUET = {"compression": "zstd", "compression_level": 1, "statistics": True}
+WRITE_THREADS = 2  # Parquet encoding runs in native code, off the GIL, beside the next chunk
+
+
+class ParquetStream:
+    """One Parquet file written chunk by chunk, without holding every chunk in memory.
+
+    With a single chunk polars writes the file; with several, pyarrow's ParquetWriter appends
+    one row group per chunk. Chunks must be written in order, one at a time.
+    """
+
+    def __init__(self, path: Path, chunks: int) -> None:
+        self.path = path
+        self.chunks = chunks
+        self.written = 0
+        self.writer = None
+
+    def write(self, df: pl.DataFrame) -> None:
+        self.written += 1
+        if self.chunks == 1:
+            df.write_parquet(self.path, **PARQUET)
+            return
+        table = df.to_arrow(compat_level=pl.CompatLevel.newest())
+        if self.writer is None:
+            import pyarrow.parquet as pq
+
+            self.writer = pq.ParquetWriter(
+                self.path,
+                table.schema,
+                compression=PARQUET["compression"],
+                compression_level=PARQUET["compression_level"],
+            )
+        self.writer.write_table(table)
+        if self.written == self.chunks:
+            self.writer.close()
 
 
 def _conform(df: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -119,22 +155,35 @@ def generate(
         folder.mkdir(parents=True)
     world = World(load_reference(), users=users, days=days, start=start, seed=seed, salt=salt)
     counts: dict[str, int] = {}
-    parts = truth_dir / "_parts"
-    for k in tqdm(range(world.n_chunks), desc="generate", unit="chunk", disable=not progress):
-        chunk = world.chunk(k)
-        for table, df in chunk.raw.items():
-            folder = raw_dir / table
-            folder.mkdir(exist_ok=True)
-            _conform(df, table).write_parquet(folder / f"part-{k:05d}.parquet", **PARQUET)
-            counts[table] = counts.get(table, 0) + df.height
-        for name, df in chunk.truth.items():
-            (parts / name).mkdir(parents=True, exist_ok=True)
-            df.write_parquet(parts / name / f"part-{k:05d}.parquet", **PARQUET)
-    for folder in sorted(parts.iterdir()):
-        pl.scan_parquet(folder / "*.parquet").sink_parquet(
-            truth_dir / f"{folder.name}.parquet", **PARQUET
-        )
-    shutil.rmtree(parts)
+    truth: dict[str, ParquetStream] = {}
+
+    def write_raw(df: pl.DataFrame, table: str, path: Path) -> None:
+        _conform(df, table).write_parquet(path, **PARQUET)
+
+    # chunk k is written on worker threads while chunk k+1 is simulated; chunk k+1's files are
+    # queued only once chunk k's are done, so at most two chunks are in memory and the truth
+    # files receive their chunks in order
+    with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writer:
+        writing: list[Future[None]] = []
+        for k in tqdm(range(world.n_chunks), desc="generate", unit="chunk", disable=not progress):
+            chunk = world.chunk(k)
+            for job in writing:
+                job.result()
+            writing = []
+            for table, df in chunk.raw.items():
+                folder = raw_dir / table
+                folder.mkdir(exist_ok=True)
+                path = folder / f"part-{k:05d}.parquet"
+                writing.append(writer.submit(write_raw, df, table, path))
+                counts[table] = counts.get(table, 0) + df.height
+            for name, df in chunk.truth.items():
+                stream = truth.setdefault(
+                    name, ParquetStream(truth_dir / f"{name}.parquet", world.n_chunks)
+                )
+                writing.append(writer.submit(stream.write, df))
+            del chunk
+        for job in writing:
+            job.result()
     params = {
         "generator": {"users": users, "days": days, "start_date": start.isoformat(), "seed": seed},
         "planted": PARAMS,
