@@ -358,18 +358,15 @@ class World:
             * (np.array([x.timetuple().tm_yday for x in self.day_dates[:days]]) - 100)
             / 365
         )
-        weekday = np.array(p["weekday_factor"])[persona][:, self.dow[:days]]
-        home_c = self.station_cidx[u["home"]]
-        hol = self.holiday[home_c][:, :days]
-        hol_factor = np.where(hol, np.array(p["holiday_session_factor"])[persona][:, None], 1.0)
-        rate = (
-            np.array(p["session_rate"])[persona][:, None]
-            * u["activity"][:, None]
-            * weekday
-            * season[None, :]
-            * hol_factor
-            * active
-        )
+        # rate = session_rate * activity * weekday * season * holiday factor * active, built in
+        # place on one users x days array (a factor of 1 is skipped: x * 1.0 == x exactly)
+        rate = np.array(p["weekday_factor"])[:, self.dow[:days]][persona]
+        rate *= (np.array(p["session_rate"])[persona] * u["activity"])[:, None]
+        rate *= season[None, :]
+        hol = self.holiday[:, :days][self.station_cidx[u["home"]]]
+        hol_factor = np.array(p["holiday_session_factor"])[persona][:, None]
+        np.multiply(rate, hol_factor, out=rate, where=hol)
+        rate *= active
         # bots: 1-3 sessions a day for 5-20 consecutive days
         bots = np.flatnonzero(u["is_bot"])
         for b in bots:  # a handful of users per chunk
@@ -556,7 +553,7 @@ class World:
         p_treat = np.where(medium, sigmoid(q["logit"].to_numpy() + cfg["logit_uplift"]), pc)
         p_treat = np.where(pc == 0, 0.0, p_treat)
         after = q["searched_us"].to_numpy() >= q["mid_exposed_us"].fill_null(2**62).to_numpy()
-        treated = medium & after & (q["mid_variant"].fill_null("control").to_numpy() == "treatment")
+        treated = medium & after & (q["mid_variant"] == "treatment").fill_null(False).to_numpy()
         p_applied = np.where(treated, p_treat, pc)
         booked = rng.random(q.height) < p_applied
         return q.with_columns(
