@@ -75,16 +75,16 @@ def _conform(df: pl.DataFrame, table: str) -> pl.DataFrame:
     return df.select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
-def true_experiment_effects(truth_dir: Path) -> dict[str, dict[str, float]]:
-    """Expected per-user outcomes over each experiment's exposed population, with and without
-    treatment, from the true search probabilities (the counterfactuals are exact: searches do
-    not depend on the arm)."""
-    searches = pl.scan_parquet(truth_dir / "searches.parquet")
-    exposures = pl.scan_parquet(truth_dir / "exposures.parquet")
+def experiment_outcome_sums(searches: pl.DataFrame, exposures: pl.DataFrame) -> pl.DataFrame:
+    """One chunk's share of the true experiment effects: per experiment, the exposed users and
+    the sums over them of each user's expected outcomes within the outcome window, with and
+    without treatment, from the true search probabilities (the counterfactuals are exact:
+    searches do not depend on the arm). Users never span chunks, so chunks add up."""
     discount = PARAMS["experiments"]["medium_intent_discount"]["discount_rate"]
     window = PARAMS["experiments"]["outcome_window_days"]
+    exposed = exposures.lazy()
     per_user = (
-        exposures.join(searches, on="user_id", how="left")
+        exposed.join(searches.lazy(), on="user_id", how="left")
         .filter(
             (pl.col("searched_at") >= pl.col("exposed_at"))
             & (pl.col("searched_at") < pl.col("exposed_at") + pl.duration(days=window))
@@ -107,20 +107,34 @@ def true_experiment_effects(truth_dir: Path) -> dict[str, dict[str, float]]:
             rev_t=(pl.col("p_t") * pl.col("price_t")).sum(),
         )
     )
-    all_exposed = exposures.select("experiment_id", "user_id").join(
+    all_exposed = exposed.select("experiment_id", "user_id").join(
         per_user, on=["experiment_id", "user_id"], how="left"
     )
-    stats = (
+    return (
         all_exposed.fill_null(0.0)
         .group_by("experiment_id")
         .agg(
-            exposed_users=pl.len(),
-            conversion_control=pl.col("conv_c").mean(),
-            conversion_treatment=pl.col("conv_t").mean(),
-            revenue_per_user_control=pl.col("rev_c").mean(),
-            revenue_per_user_treatment=pl.col("rev_t").mean(),
+            pl.len().cast(pl.Int64).alias("exposed_users"),
+            *(pl.col(c).sum() for c in ("conv_c", "conv_t", "rev_c", "rev_t")),
         )
         .collect()
+    )
+
+
+def true_experiment_effects(sums: list[pl.DataFrame]) -> dict[str, dict[str, float]]:
+    """Expected per-user outcomes over each experiment's exposed population, with and without
+    treatment, from the per-chunk sums of experiment_outcome_sums."""
+    n = pl.col("exposed_users").sum()
+    stats = (
+        pl.concat(sums)
+        .group_by("experiment_id")
+        .agg(
+            exposed_users=n,
+            conversion_control=pl.col("conv_c").sum() / n,
+            conversion_treatment=pl.col("conv_t").sum() / n,
+            revenue_per_user_control=pl.col("rev_c").sum() / n,
+            revenue_per_user_treatment=pl.col("rev_t").sum() / n,
+        )
     )
     out: dict[str, dict[str, float]] = {}
     for row in stats.iter_rows(named=True):
@@ -166,6 +180,7 @@ def generate(
     # files receive their chunks in order
     with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writer:
         writing: list[Future[None]] = []
+        outcome_sums: list[Future[pl.DataFrame]] = []
         for k in tqdm(range(world.n_chunks), desc="generate", unit="chunk", disable=not progress):
             chunk = world.chunk(k)
             for job in writing:
@@ -182,13 +197,15 @@ def generate(
                     name, ParquetStream(truth_dir / f"{name}.parquet", world.n_chunks)
                 )
                 writing.append(writer.submit(stream.write, df))
-            del chunk
+            searches, exposures = chunk.truth["searches"], chunk.truth["exposures"]
+            outcome_sums.append(writer.submit(experiment_outcome_sums, searches, exposures))
+            del chunk, searches, exposures
         for job in writing:
             job.result()
     params = {
         "generator": {"users": users, "days": days, "start_date": start.isoformat(), "seed": seed},
         "planted": PARAMS,
-        "true_effects": true_experiment_effects(truth_dir),
+        "true_effects": true_experiment_effects([job.result() for job in outcome_sums]),
         "raw_row_counts": counts,
     }
     (truth_dir / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
