@@ -175,32 +175,38 @@ def generate(
     def write_raw(df: pl.DataFrame, table: str, path: Path) -> None:
         _conform(df, table).write_parquet(path, **PARQUET)
 
-    # chunk k is written on worker threads while chunk k+1 is simulated; chunk k+1's files are
-    # queued only once chunk k's are done, so at most two chunks are in memory and the truth
-    # files receive their chunks in order
+    # Each table is encoded on a writer thread as soon as the simulation has finished it, while
+    # the rest of its chunk (and the next chunk) is simulated. A chunk's first table waits until
+    # the previous chunk's files are written: at most two chunks are in memory, and the truth
+    # files receive their chunks in order.
     with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writer:
-        writing: list[Future[None]] = []
+        previous: list[Future[None]] = []
+        current: list[Future[None]] = []
         outcome_sums: list[Future[pl.DataFrame]] = []
-        for k in tqdm(range(world.n_chunks), desc="generate", unit="chunk", disable=not progress):
-            chunk = world.chunk(k)
-            for job in writing:
+
+        def write(kind: str, table: str, df: pl.DataFrame) -> None:
+            nonlocal previous
+            for job in previous:
                 job.result()
-            writing = []
-            for table, df in chunk.raw.items():
-                folder = raw_dir / table
-                folder.mkdir(exist_ok=True)
-                path = folder / f"part-{k:05d}.parquet"
-                writing.append(writer.submit(write_raw, df, table, path))
+            previous = []
+            if kind == "raw":
+                (raw_dir / table).mkdir(exist_ok=True)
+                path = raw_dir / table / f"part-{k:05d}.parquet"  # k: the chunk being simulated
+                current.append(writer.submit(write_raw, df, table, path))
                 counts[table] = counts.get(table, 0) + df.height
-            for name, df in chunk.truth.items():
+            else:
                 stream = truth.setdefault(
-                    name, ParquetStream(truth_dir / f"{name}.parquet", world.n_chunks)
+                    table, ParquetStream(truth_dir / f"{table}.parquet", world.n_chunks)
                 )
-                writing.append(writer.submit(stream.write, df))
+                current.append(writer.submit(stream.write, df))
+
+        for k in tqdm(range(world.n_chunks), desc="generate", unit="chunk", disable=not progress):
+            chunk = world.chunk(k, ready=write)
             searches, exposures = chunk.truth["searches"], chunk.truth["exposures"]
             outcome_sums.append(writer.submit(experiment_outcome_sums, searches, exposures))
+            previous, current = current, []
             del chunk, searches, exposures
-        for job in writing:
+        for job in previous:
             job.result()
     params = {
         "generator": {"users": users, "days": days, "start_date": start.isoformat(), "seed": seed},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -191,6 +192,9 @@ def _ascii_slug(text: str) -> str:
     return "".join(ch for ch in norm.lower() if ch.isalnum()) or "user"
 
 
+Ready = Callable[[str, str, pl.DataFrame], None]  # (kind: "raw" | "truth", table, frame)
+
+
 @dataclass
 class Chunk:
     """One chunk of the world: raw tables (by name) and truth tables."""
@@ -256,7 +260,11 @@ class World:
         return self._pool.result()
 
     # ------------------------------------------------------------------------------------
-    def chunk(self, k: int) -> Chunk:
+    def chunk(self, k: int, ready: Ready | None = None) -> Chunk:
+        """Simulate chunk k. `ready(kind, name, frame)`, if given, is called as soon as a raw
+        ("raw") or truth ("truth") table of the chunk is final, so the caller can write it while
+        the rest of the chunk is simulated; every table is also in the returned Chunk."""
+        ready = ready or (lambda kind, name, frame: None)
         rng = np.random.default_rng([self.seed, k])
         lo = k * CHUNK_USERS
         hi = min(self.n_users, lo + CHUNK_USERS)
@@ -266,9 +274,13 @@ class World:
         exposures = self._exposures(rng, users, sessions, searches)
         searches = self._outcomes(rng, users, searches, exposures)
         events, truth_extra = self._events(rng, k, users, sessions, searches, exposures)
+        for name, frame in truth_extra.items():
+            ready("truth", name, frame)
         raw_users, clear = self._user_table(rng, users, sessions, events)
+        ready("truth", "users", users["truth"])
         events["users"] = raw_users
-        raw, deliveries = self._deliver(rng, events)
+        raw, deliveries = self._deliver(rng, events, ready)
+        ready("truth", "deliveries", deliveries)
         truth = {
             "users": users["truth"],
             "deliveries": deliveries,
@@ -859,7 +871,7 @@ class World:
         return raw_users, clear
 
     def _deliver(
-        self, rng: np.random.Generator, events: dict[str, pl.DataFrame]
+        self, rng: np.random.Generator, events: dict[str, pl.DataFrame], ready: Ready
     ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
         """Add received_at, late arrivals and duplicate deliveries (events only)."""
         pat = PARAMS["pathologies"]
@@ -868,6 +880,7 @@ class World:
         for name, df in events.items():
             if name == "users":
                 raw[name] = df
+                ready("raw", name, df)
                 continue
             n = df.height
             lag_us = (rng.exponential(3.0, size=n) * US).astype(np.int64)
@@ -892,6 +905,7 @@ class World:
                 received_at=pl.Series(received[order]).cast(pl.Datetime("us", "UTC"))
             )
             raw[name] = out
+            ready("raw", name, out)
             marks.append(
                 pl.DataFrame(
                     {
