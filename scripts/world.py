@@ -808,11 +808,12 @@ class World:
         idx_first = rng.integers(0, POOL_SIZE, size=n)
         idx_last = rng.integers(0, POOL_SIZE, size=n)
         idx_phone = rng.integers(0, POOL_SIZE, size=n)
-        first = [self.pool.first[c][i] for c, i in zip(country, idx_first, strict=True)]
-        last = [self.pool.last[c][i] for c, i in zip(country, idx_last, strict=True)]
-        phone = [self.pool.phone[c][i] for c, i in zip(country, idx_phone, strict=True)]
-        first_slug = [self.pool.first_slug[c][i] for c, i in zip(country, idx_first, strict=True)]
-        last_slug = [self.pool.last_slug[c][i] for c, i in zip(country, idx_last, strict=True)]
+        pool = self.pool  # waits for the pool thread once
+        first = [pool.first[c][i] for c, i in zip(country, idx_first, strict=True)]
+        last = [pool.last[c][i] for c, i in zip(country, idx_last, strict=True)]
+        phone = [pool.phone[c][i] for c, i in zip(country, idx_phone, strict=True)]
+        first_slug = [pool.first_slug[c][i] for c, i in zip(country, idx_first, strict=True)]
+        last_slug = [pool.last_slug[c][i] for c, i in zip(country, idx_last, strict=True)]
         domains = np.where(
             u["is_internal"], INTERNAL_DOMAIN, np.array(EMAIL_DOMAINS)[rng.integers(0, 6, size=n)]
         )
