@@ -18,20 +18,23 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
 import fastjsonschema
+import numpy as np
 import polars as pl
+import polars_hash as plh
 
-from analysis.crm_http import HttpSender, canonical, idempotency_key
+from analysis.crm_http import HttpSender, canonical, key_from_digest
 from railflow.errors import RailflowError, cli_entrypoint
 from railflow.pipeline import StageResult
 from railflow.settings import REPO_ROOT, Settings, get_settings
@@ -68,6 +71,11 @@ def _validator(name: str, items_of: str | None = None) -> Callable[[Any], Any]:
     return fastjsonschema.compile(schema)
 
 
+@cache
+def _compiled(schema_text: str) -> Callable[[Any], Any]:
+    return fastjsonschema.compile(json.loads(schema_text))
+
+
 def _schema_error(validate: Callable[[Any], Any], value: Any) -> str | None:
     try:
         validate(value)
@@ -76,125 +84,339 @@ def _schema_error(validate: Callable[[Any], Any], value: Any) -> str | None:
     return None
 
 
-def audience_objects(audiences: pl.DataFrame) -> tuple[dict[str, dict], dict[str, dict]]:
-    """One attribute object per user (merging both audiences) and high-intent events."""
-    attributes: dict[str, dict[str, Any]] = {}
-    events: dict[str, dict[str, Any]] = {}
-    for row in audiences.sort("audience", "external_id").iter_rows(named=True):
-        uid = row["external_id"]
-        obj = attributes.setdefault(
-            uid,
-            {
-                "external_id": uid,
-                "rf_segment": row["segment_name"],
-                "rf_churn_risk": row["churn_band"],
-                "rf_churn_probability": (
-                    round(row["churn_probability"], 3)
-                    if row["churn_probability"] is not None
-                    else None
-                ),
-                "rf_propensity_band": row["propensity_band"],
-                "rf_last_searched_route": row["last_searched_route"],
-                "rf_recommended_offer": row["recommended_offer"],
-                "rf_audiences": [],
-            },
+def _object_errors(obj: dict[str, Any]) -> str:
+    """Why one attribute object may not be sent ("" if it may): the check per object."""
+    try:
+        body = canonical(obj)
+    except ValueError:
+        body, errors = b"", ["a number is NaN or infinite"]
+    else:
+        error = _schema_error(_validator("users_track", "attributes"), obj)
+        errors = [error] if error else []
+    if b"@" in body:  # nothing email-like may leave, whatever the field
+        errors.append("email-like value")
+    return "; ".join(errors)
+
+
+# Canonical JSON a column at a time: per-user dicts and json.dumps cost ~10 us a user.
+
+# What json.dumps (ensure_ascii) writes unchanged between quotes: printable ASCII but " and \.
+_PLAIN = r"^[ !#-\[\]-~]*$"
+
+
+def _per_distinct(
+    values: pl.Series,
+    fn: Callable[[list[Any]], list[Any]],
+    dtype: pl.DataType,
+    where: pl.Series | None = None,
+) -> pl.Series:
+    """fn over the distinct values, mapped back to each row (null outside `where`)."""
+    key = values
+    if values.dtype.is_float():  # by bits: -0.0 joins 0.0, yet json.dumps tells them apart
+        bits = values.cast(pl.Float64).fill_null(0.0).to_numpy().view(np.int64)
+        key = pl.select(pl.when(values.is_not_null()).then(pl.Series(bits))).to_series()
+    rows = pl.DataFrame({"key": key, "value": values})
+    distinct = (rows if where is None else rows.filter(where)).unique("key")
+    out = pl.Series("out", fn(distinct["value"].to_list()), dtype=dtype)
+    if where is None and out.n_unique() == 1:  # e.g. every value valid: nothing to map
+        return pl.repeat(out[0], values.len(), dtype=dtype, eager=True).alias("out")
+    mapping = distinct.select("key").with_columns(out)
+    joined = rows.join(mapping, on="key", how="left", nulls_equal=True, maintain_order="left")
+    return joined["out"]
+
+
+def _dumps(value: Any) -> str | None:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN or infinite: not JSON
+        return None
+
+
+def _verdicts(schema: dict[str, Any], values: list[Any]) -> list[bool]:
+    """Whether each value matches schema: one call for the whole list while all do."""
+    try:  # {"items": schema} holds exactly when every value matches schema
+        _compiled(json.dumps({"type": "array", "items": schema}, sort_keys=True))(values)
+    except fastjsonschema.JsonSchemaValueException:
+        validate = _compiled(json.dumps(schema, sort_keys=True))
+        return [_schema_error(validate, v) is None for v in values]
+    return [True] * len(values)
+
+
+def json_values(values: pl.Series) -> pl.Series:
+    """Each value as canonical() writes it, byte for byte; null where it is not JSON (NaN).
+
+    Plain strings (the ids) are quoted in bulk; any other value goes through json.dumps
+    itself, once per distinct value (bands, routes, rounded probabilities repeat).
+    """
+
+    def dumps(distinct: list[Any]) -> list[str | None]:
+        return [_dumps(v) for v in distinct]
+
+    if values.dtype != pl.String:
+        return _per_distinct(values, dumps, pl.String).alias(values.name)
+    plain = values.str.contains(_PLAIN).fill_null(False)
+    quoted = (pl.lit('"') + values + pl.lit('"')).alias(values.name)
+    if plain.all():
+        return pl.select(quoted).to_series()
+    other = _per_distinct(values, dumps, pl.String, where=~plain)
+    return pl.select(pl.when(plain).then(quoted).otherwise(other)).to_series().alias(values.name)
+
+
+def round3(values: pl.Series) -> pl.Series:
+    """round(x, 3) exactly as Python rounds (the exact binary value), vectorised.
+
+    rint(x * 1000) / 1000 is the same number unless x * 1000 lies within its rounding error
+    of a tie (or x is huge or not finite): those few go through round() itself.
+    """
+    x = values.cast(pl.Float64).fill_null(0.0).to_numpy().copy()
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = x * 1000.0
+        out = np.rint(y) / 1000.0
+        unsure = ~(np.abs(x) < 1e6) | (np.abs(y - np.floor(y) - 0.5) < 1e-6)
+    out[unsure] = [round(v, 3) for v in x[unsure].tolist()]
+    return (
+        pl.select(pl.when(values.is_null()).then(None).otherwise(pl.Series(out)))
+        .to_series()
+        .alias(values.name)
+    )
+
+
+def _iso_utc(ts: pl.Series) -> pl.Series:
+    """datetime.isoformat() in UTC with Z, as text (warehouse timestamps without zone are UTC)."""
+    ts = ts.cast(pl.Datetime("us", ts.dtype.time_zone))  # Python datetimes hold microseconds
+    ts = ts.dt.convert_time_zone("UTC") if ts.dtype.time_zone else ts.dt.replace_time_zone("UTC")
+    # isoformat() leaves out a zero fraction
+    return ts.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f").str.strip_suffix(".000000") + "Z"
+
+
+def _json_object(texts: dict[str, pl.Expr]) -> pl.Expr:
+    """{"key":value,...} with sorted keys from already-encoded values (canonical())."""
+    parts: list[pl.Expr] = []
+    for i, key in enumerate(sorted(texts)):
+        parts += [pl.lit(("{" if i == 0 else ",") + json.dumps(key) + ":"), texts[key]]
+    return pl.concat_str(*parts, pl.lit("}"))
+
+
+def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
+    """One row per user (merging both audiences), by id: the attribute values, the high-intent
+    event's values, and both objects as canonical JSON (`attributes`, `event`)."""
+    churn, intent = pl.col("audience") == "high_churn_risk", pl.col("audience") == "high_intent"
+    users = (
+        audiences.sort("external_id", "audience")  # a user's high_churn_risk row first
+        .group_by("external_id", maintain_order=True)
+        .agg(
+            pl.col("segment_name").first().alias("rf_segment"),
+            pl.col("churn_band").first().alias("rf_churn_risk"),
+            pl.col("churn_probability").first().alias("rf_churn_probability"),
+            pl.col("propensity_band").first().alias("rf_propensity_band"),
+            pl.col("last_searched_route").first().alias("rf_last_searched_route"),
+            pl.when(churn.any())  # the win-back offer takes precedence
+            .then(pl.col("recommended_offer").filter(churn).last())
+            .otherwise(pl.col("recommended_offer").first())
+            .alias("rf_recommended_offer"),
+            pl.col("audience").unique(maintain_order=True).alias("rf_audiences"),
+            intent.any().alias("has_event"),
+            pl.col("last_searched_at").filter(intent).last().alias("event_at"),
+            pl.col("last_searched_route").filter(intent).last().alias("event_route"),
+            pl.col("propensity_band").filter(intent).last().alias("event_propensity_band"),
         )
-        obj["rf_audiences"] = sorted({*obj["rf_audiences"], row["audience"]})
-        if row["audience"] == "high_churn_risk":  # the win-back offer takes precedence
-            obj["rf_recommended_offer"] = row["recommended_offer"]
-        if row["audience"] == "high_intent":
-            events[uid] = {
-                "external_id": uid,
-                "name": "rf_high_intent_signal",
-                "time": row["last_searched_at"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                "properties": {
-                    "route": row["last_searched_route"],
-                    "propensity_band": row["propensity_band"],
-                },
+    )
+    users = users.with_columns(
+        round3(users["rf_churn_probability"]), _iso_utc(users["event_at"]).alias("event_time")
+    )
+    text = {c: json_values(users[c]) for c in ("external_id", *RF_ATTRIBUTES)}
+    event_text = {
+        "external_id": pl.lit(text["external_id"]),
+        "name": pl.lit(json.dumps(EVENT_NAME)),
+        "properties": _json_object(
+            {
+                "propensity_band": pl.lit(json_values(users["event_propensity_band"])),
+                "route": pl.lit(json_values(users["event_route"])),
             }
-    return attributes, events
+        ),
+        "time": pl.lit(json_values(users["event_time"])),
+    }
+    return users.drop("event_at").with_columns(
+        _json_object({k: pl.lit(v) for k, v in text.items()}).alias("attributes"),
+        pl.when("has_event").then(_json_object(event_text)).alias("event"),
+    )
 
 
-def attributes_hash(obj: dict[str, Any] | bytes) -> str:
-    """Fingerprint of what was sent (pass the canonical bytes when you already have them)."""
-    return hashlib.sha256(obj if isinstance(obj, bytes) else canonical(obj)).hexdigest()
+# The object-level keywords _rows_valid checks with the keys alone; any other (dependentRequired,
+# if/then, ...) could relate two properties, and then values could not be checked one by one.
+_OBJECT_KEYWORDS = {"type", "required", "additionalProperties", "properties"}
+
+
+def _rows_valid(
+    item: dict[str, Any],
+    columns: dict[str, pl.Series],
+    seen: dict[tuple[str, str], pl.Series],
+    unique: tuple[str, ...] = ("external_id",),
+) -> pl.Series:
+    """Whether each row's object {key: value} matches the object schema `item`.
+
+    The same verdict as validating each object: every row has the same keys, so type,
+    required and additionalProperties are checked once on the keys, and each property's
+    schema once per distinct value of its column (every value of the `unique` ones, which
+    repeat none); `seen` reuses a column's verdict across object kinds.
+    """
+    if extra := set(item) - _OBJECT_KEYWORDS:
+        raise CrmExportError(f"schema keywords {sorted(extra)} need a check per whole object")
+    shape = {**item, "properties": dict.fromkeys(item["properties"], True)}
+    if error := _schema_error(_compiled(json.dumps(shape)), dict.fromkeys(columns)):
+        raise CrmExportError(f"the objects' keys do not match schemas/crm/users_track: {error}")
+    ok = pl.repeat(True, len(next(iter(columns.values()))), eager=True)
+    for key, values in columns.items():
+        schema = item["properties"][key]
+        memo = (json.dumps(schema, sort_keys=True), values.name)
+        if memo not in seen:
+            if key in unique:
+                verdicts = pl.Series(_verdicts(schema, values.to_list()), dtype=pl.Boolean)
+            else:
+                verdicts = _per_distinct(values, partial(_verdicts, schema), pl.Boolean)
+            seen[memo] = verdicts.fill_null(False)
+        ok &= seen[memo]
+    return ok
+
+
+def _sha256(texts: pl.Series) -> pl.Series:
+    """hashlib.sha256(text.encode()).hexdigest() of each text, in bulk."""
+    return texts.to_frame("text").select(plh.col("text").chash.sha2_256()).to_series()
 
 
 @dataclass
 class Plan:
-    to_send: list[dict[str, Any]] = field(default_factory=list)
-    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # external_id, attributes and event (canonical JSON; event null if none), checked (both
+    # matched their item schemas): what to send, in order
+    to_send: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_SEND_SCHEMA))
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             ("created", "updated", "unchanged", "removed", "unsubscribed", "invalid", "sent"), 0
         )
     )
     invalid: list[tuple[str, str]] = field(default_factory=list)
-    hashes: dict[str, str] = field(default_factory=dict)  # attributes_hash of each valid object
+    # external_id, attributes_sha256: the fingerprint of each valid object
+    hashes: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_STATE_SCHEMA))
+
+
+EVENT_NAME = "rf_high_intent_signal"
+_SEND_SCHEMA = {"external_id": pl.String, "attributes": pl.String, "event": pl.String,
+                "checked": pl.Boolean}  # fmt: skip
+_STATE_SCHEMA = {"external_id": pl.String, "attributes_sha256": pl.String}
 
 
 def plan(
-    mode: str,
-    current: dict[str, dict],
-    events: dict[str, dict],
-    state: dict[str, str],
-    consenting: set[str],
+    mode: str, current: pl.DataFrame, state: pl.DataFrame, consenting: Collection[str]
 ) -> Plan:
+    """Validate, fingerprint and compare with the sync state (external_id, attributes_sha256)."""
     p = Plan()
-    validate_item = _validator("users_track", "attributes")
-    for uid in sorted(current):
-        obj = current[uid]
-        try:
-            body = canonical(obj)
-        except ValueError:
-            body, errors = b"", ["a number is NaN or infinite"]
-        else:
-            error = _schema_error(validate_item, obj)
-            errors = [error] if error else []
-        if b"@" in body:  # nothing email-like may leave, whatever the field
-            errors.append("email-like value")
-        if errors:
-            p.counts["invalid"] += 1
-            p.invalid.append((uid, "; ".join(errors)))
-            continue
-        p.hashes[uid] = attributes_hash(body)
-        previous = state.get(uid)
-        kind = (
-            "created"
-            if previous is None
-            else ("unchanged" if previous == p.hashes[uid] else "updated")
-        )
-        p.counts[kind] += 1
-        if kind != "unchanged" or mode == "full":
-            p.to_send.append(obj)
-            if uid in events:
-                p.events[uid] = events[uid]
+    seen: dict[tuple[str, str], pl.Series] = {}
+    schema = _schema("users_track")["properties"]
+    columns = {c: current[c] for c in ("external_id", *RF_ATTRIBUTES)}
+    ok = (
+        _rows_valid(schema["attributes"]["items"], columns, seen)
+        & current["attributes"].is_not_null()
+        & ~current["attributes"].str.contains("@", literal=True)
+    )
+    event_columns = {
+        "external_id": current["external_id"],
+        "name": pl.Series("name", [EVENT_NAME]).extend_constant(EVENT_NAME, current.height - 1),
+        "time": current["event_time"],
+        "properties": current.select(
+            pl.struct(propensity_band="event_propensity_band", route="event_route").alias(
+                "properties"
+            )
+        ).to_series(),
+    }
+    event_ok = ~current["has_event"] | _rows_valid(schema["events"]["items"], event_columns, seen)
+    # the errors of the (few) invalid objects, named by the check per object
+    for row in current.filter(~ok).iter_rows(named=True):
+        if errors := _object_errors({c: row[c] for c in ("external_id", *RF_ATTRIBUTES)}):
+            p.invalid.append((row["external_id"], errors))
+    bad = pl.Series([uid for uid, _ in p.invalid], dtype=pl.String).implode()
+    valid = current.with_columns(checked=event_ok).filter(~pl.col("external_id").is_in(bad))
+    p.counts["invalid"] = len(p.invalid)
+    p.hashes = valid.select("external_id", _sha256(valid["attributes"]).alias("attributes_sha256"))
+    previous = state.select("external_id", pl.col("attributes_sha256").alias("previous")).unique(
+        "external_id", keep="last", maintain_order=True
+    )
+    compared = p.hashes.join(previous, on="external_id", how="left", maintain_order="left")
+    kind = (
+        pl.when(pl.col("previous").is_null())
+        .then(pl.lit("created"))
+        .when(pl.col("previous") == pl.col("attributes_sha256"))
+        .then(pl.lit("unchanged"))
+        .otherwise(pl.lit("updated"))
+    )
+    kinds = compared.select(kind.alias("kind"))["kind"]
+    for k, n in kinds.value_counts().iter_rows():
+        p.counts[k] = n
+    send = valid.filter(kinds != "unchanged") if mode != "full" else valid
+    p.to_send = send.select(list(_SEND_SCHEMA))
     if mode == "diff":
-        for uid in sorted(set(state) - set(current)):
+        gone = (
+            previous.join(current.select("external_id"), on="external_id", how="anti")
+            .sort("external_id")["external_id"]
+            .to_list()
+        )
+        cleared_rows = []
+        validate_item = _validator("users_track", "attributes")
+        for uid in gone:
             cleared: dict[str, Any] = {"external_id": uid, **dict.fromkeys(RF_ATTRIBUTES)}
             if uid in consenting:
                 p.counts["removed"] += 1
             else:
                 cleared |= {"email_subscribe": "unsubscribed", "push_subscribe": "unsubscribed"}
                 p.counts["unsubscribed"] += 1
-            p.to_send.append(cleared)
-    p.counts["sent"] = len(p.to_send)
+            checked = _schema_error(validate_item, cleared) is None
+            cleared_rows.append((uid, canonical(cleared).decode(), None, checked))
+        cleared_frame = pl.DataFrame(cleared_rows, schema=_SEND_SCHEMA, orient="row")
+        p.to_send = pl.concat([p.to_send, cleared_frame])
+    p.counts["sent"] = p.to_send.height
     return p
 
 
-def batches(p: Plan) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Batch:
+    """One request of at most BATCH_SIZE users."""
+
+    body: bytes  # canonical(payload): the file (less its newline) and the HTTP body
+    attributes: int  # how many objects of each kind it holds
+    events: int
+    checked: bool  # every object in it matched its item schema in plan()
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+def _runs(texts: pl.Series, counts: np.ndarray) -> list[memoryview]:
+    """The texts comma-joined in consecutive runs of `counts`: one join, then views of it."""
+    data = memoryview(texts.str.join(",").cast(pl.Binary).item() if texts.len() else b"")
+    starts = np.zeros(texts.len() + 1, dtype=np.int64)
+    np.cumsum(texts.str.len_bytes().to_numpy() + 1, out=starts[1:])
+    bounds = starts[np.concatenate([[0], np.cumsum(counts)])].tolist()
+    return [data[a : max(a, b - 1)] for a, b in itertools.pairwise(bounds)]
+
+
+def batches(p: Plan) -> list[Batch]:
+    send = p.to_send
+    batch = np.arange(send.height) // BATCH_SIZE
+    n = -(-send.height // BATCH_SIZE)
+    sizes = np.bincount(batch, minlength=n)
+    event_sizes = np.bincount(batch[send["event"].is_not_null().to_numpy()], minlength=n)
+    unchecked = np.bincount(batch[~send["checked"].to_numpy()], minlength=n)
+    attributes = _runs(send["attributes"], sizes)
+    events = _runs(send["event"].drop_nulls(), event_sizes)
     out = []
-    for start in range(0, len(p.to_send), BATCH_SIZE):
-        attrs = p.to_send[start : start + BATCH_SIZE]
-        payload: dict[str, Any] = {"attributes": attrs}
-        evs = [p.events[a["external_id"]] for a in attrs if a["external_id"] in p.events]
-        if evs:
-            payload["events"] = evs
-        out.append(payload)
+    for i in range(n):
+        tail = (b'],"events":[', events[i], b"]}") if event_sizes[i] else (b"]}",)
+        body = b"".join((b'{"attributes":[', attributes[i], *tail))
+        out.append(Batch(body, int(sizes[i]), int(event_sizes[i]), not unchecked[i]))
     return out
 
 
-def read_inputs(wh: Warehouse) -> tuple[pl.DataFrame, dict[str, str], set[str]]:
+def read_inputs(wh: Warehouse) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
     frames = []
     for mart in MARTS:
         if not wh.table_exists("sync", mart):
@@ -203,10 +425,9 @@ def read_inputs(wh: Warehouse) -> tuple[pl.DataFrame, dict[str, str], set[str]]:
                 "dbt_sync stage builds it after scoring)"
             )
         frames.append(wh.read("sync", mart))
-    state: dict[str, str] = {}
+    state = pl.DataFrame(schema=_STATE_SCHEMA)
     if wh.table_exists("audit", "crm_sync_state"):
-        rows = wh.read("audit", "crm_sync_state", ["external_id", "attributes_sha256"])
-        state = dict(rows.iter_rows())
+        state = wh.read("audit", "crm_sync_state", list(_STATE_SCHEMA))
     consent = wh.query(
         f"select user_id from {wh.table('snapshots', 'users_snapshot')} "
         "where dbt_valid_to is null and has_marketing_consent"
@@ -214,26 +435,53 @@ def read_inputs(wh: Warehouse) -> tuple[pl.DataFrame, dict[str, str], set[str]]:
     return pl.concat(frames), state, set(consent["user_id"])
 
 
-def write_files(out_dir: Path, payloads: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
+@cache
+def _envelope_validator() -> Callable[[Any], Any]:
+    """users_track with its item schemas left out: plan() checked every object against them."""
+    schema = _schema("users_track")
+    for prop in schema["properties"].values():
+        prop["items"] = True
+    return fastjsonschema.compile(schema)
+
+
+def write_files(out_dir: Path, requests: list[Batch], manifest: dict[str, Any]) -> None:
+    """Validate each request file, then write it, and the manifest with its checksums.
+
+    A file is its envelope (keys, at most 75 objects) around objects plan() checked one by one
+    against the item schemas: checking the envelope with the objects in place is the whole-file
+    check. The whole file, parsed back, is also checked for the first and last files (the
+    column-wise encoding, end to end) and for any file with an object that failed (to name it).
+    """
     validate_track, validate_manifest = _validator("users_track"), _validator("manifest")
+    validate_envelope = _envelope_validator()
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("batch-*.json"):
         old.unlink()
-    for i, payload in enumerate(payloads, start=1):
-        if error := _schema_error(validate_track, payload):
+    for i, batch in enumerate(requests, start=1):
+        if not batch.checked or i in (1, len(requests)):
+            error = _schema_error(validate_track, batch.payload)
+        else:  # with the item schemas out, only the keys and array lengths count
+            envelope: dict[str, Any] = {"attributes": [None] * batch.attributes}
+            if batch.events:
+                envelope["events"] = [None] * batch.events
+            error = _schema_error(validate_envelope, envelope)
+        if error:
             raise CrmExportError(f"batch {i} does not match schemas/crm/users_track: {error}")
-        # compact canonical JSON: what is sent over HTTP, byte for byte, and 5x faster to write
-        body = canonical(payload)
-        text = body.decode() + "\n"
+        # compact canonical JSON: what is sent over HTTP, byte for byte
         name = f"batch-{i:05d}.json"
-        (out_dir / name).write_text(text)
+        with (out_dir / name).open("wb") as f:
+            f.write(batch.body)
+            f.write(b"\n")
+        digest = hashlib.sha256(batch.body)
+        key = key_from_digest(digest)  # idempotency_key(body) without hashing it twice
+        digest.update(b"\n")
         manifest["batches"].append(
             {
                 "file": name,
-                "sha256": hashlib.sha256(text.encode()).hexdigest(),
-                "idempotency_key": idempotency_key(body),
-                "attributes": len(payload["attributes"]),
-                "events": len(payload.get("events", [])),
+                "sha256": digest.hexdigest(),
+                "idempotency_key": key,
+                "attributes": batch.attributes,
+                "events": batch.events,
             }
         )
     if error := _schema_error(validate_manifest, manifest):
@@ -252,12 +500,11 @@ def export(
         raise CrmExportError(f"unknown mode {mode!r}; use diff or full")
     with connect(settings) as wh:
         audiences, state, consenting = read_inputs(wh)
-    current, events = audience_objects(audiences)
-    p = plan(mode, current, events, state, consenting)
+    p = plan(mode, audience_objects(audiences), state, consenting)
     result: dict[str, Any] = {"counts": p.counts, "invalid": p.invalid, "dry_run": dry_run}
     if dry_run:
         return result
-    payloads = batches(p)
+    requests = batches(p)
     now = datetime.now(UTC).replace(microsecond=0)
     out_dir = settings.exports_dir / "crm" / now.date().isoformat()
     manifest = {
@@ -268,21 +515,21 @@ def export(
         "counts": p.counts,
         "batches": [],
     }
-    if payloads or mode == "full":
-        write_files(out_dir, payloads, manifest)
+    if requests or mode == "full":
+        write_files(out_dir, requests, manifest)
     endpoint = endpoint or settings.crm_endpoint
-    delivered = {a["external_id"] for payload in payloads for a in payload["attributes"]}
+    delivered = set(p.to_send["external_id"])
     failed: list[tuple[dict[str, Any], str]] = []
-    if endpoint and payloads:
+    if endpoint and requests:
         sender = sender or HttpSender(endpoint, settings.crm_api_key)
         delivered = set()
-        for payload in payloads:
-            report = sender.deliver(payload)
+        for batch in requests:
+            report = sender.deliver(batch.payload, body=batch.body)
             delivered |= set(report.delivered)
             failed += report.failed
     _record(settings, p, delivered, failed, now)
     result |= {
-        "batches": len(payloads),
+        "batches": len(requests),
         "delivered": len(delivered) if endpoint else 0,
         "failed": len(failed),
         "out_dir": str(out_dir),
@@ -299,7 +546,7 @@ def _record(
 ) -> None:
     """Advance the sync state for delivered rows only; ledger the failures."""
     ts = pl.Datetime("us", "UTC")
-    sent = {obj["external_id"]: obj for obj in p.to_send}
+    sent = p.to_send.select("external_id")
     with connect(settings, read_only=False) as wh:
         state = (
             wh.read("audit", "crm_sync_state")
@@ -309,13 +556,10 @@ def _record(
             )
         )
         keep = state.filter(~pl.col("external_id").is_in(list(delivered)))
-        fresh = pl.DataFrame(
-            [
-                {"external_id": uid, "attributes_sha256": p.hashes[uid], "synced_at": now}
-                for uid in sent
-                if uid in delivered and uid in p.hashes
-            ],
-            schema={"external_id": pl.Utf8, "attributes_sha256": pl.Utf8, "synced_at": ts},
+        fresh = (
+            sent.filter(pl.col("external_id").is_in(list(delivered)))
+            .join(p.hashes, on="external_id", maintain_order="left")
+            .with_columns(pl.lit(now, dtype=ts).alias("synced_at"))
         )
         wh.write(pl.concat([keep, fresh]).sort("external_id"), "audit", "crm_sync_state")
         ledger_schema = {
@@ -329,8 +573,7 @@ def _record(
             if wh.table_exists("audit", "crm_failed_rows")
             else pl.DataFrame(schema=ledger_schema)
         )
-        retried = set(sent)
-        ledger = ledger.filter(~pl.col("external_id").is_in(list(retried)))
+        ledger = ledger.filter(~pl.col("external_id").is_in(sent["external_id"].implode()))
         new = pl.DataFrame(
             [
                 {

@@ -34,7 +34,12 @@ def canonical(payload: dict[str, Any]) -> bytes:
 def idempotency_key(payload: dict[str, Any] | bytes) -> str:
     """Same payload, same key (pass the canonical bytes when you already have them)."""
     body = payload if isinstance(payload, bytes) else canonical(payload)
-    return hashlib.sha256(body).hexdigest()[:32]
+    return key_from_digest(hashlib.sha256(body))
+
+
+def key_from_digest(digest: hashlib._Hash) -> str:
+    """The idempotency key of a body from its sha256 object (for callers that hash it anyway)."""
+    return digest.hexdigest()[:32]
 
 
 @dataclass
@@ -55,9 +60,9 @@ class HttpSender:
     sleep: Callable[[float], None] = time.sleep
     session: requests.Session = field(default_factory=requests.Session)
 
-    def _post(self, payload: dict[str, Any], report: DeliveryReport) -> requests.Response | str:
+    def _post(self, body: bytes, report: DeliveryReport) -> requests.Response | str:
         """The final response, or the reason the last attempt failed."""
-        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(payload)}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(body)}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         reason = "no attempt made"
@@ -66,7 +71,7 @@ class HttpSender:
             report.requests += 1
             try:
                 response = self.session.post(
-                    self.endpoint, data=canonical(payload), headers=headers, timeout=self.timeout
+                    self.endpoint, data=body, headers=headers, timeout=self.timeout
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
                 reason = f"{type(exc).__name__} after {self.max_attempts} attempts"
@@ -85,10 +90,14 @@ class HttpSender:
         return reason
 
     def deliver(
-        self, payload: dict[str, Any], report: DeliveryReport | None = None
+        self,
+        payload: dict[str, Any],
+        report: DeliveryReport | None = None,
+        body: bytes | None = None,
     ) -> DeliveryReport:
+        """POST payload; `body` is its canonical bytes when the caller has them (the file)."""
         report = report or DeliveryReport()
-        result = self._post(payload, report)
+        result = self._post(body if body is not None else canonical(payload), report)
         ids = [a["external_id"] for a in payload["attributes"]]
         if isinstance(result, str):
             report.failed += [(a, result) for a in payload["attributes"]]

@@ -38,8 +38,8 @@ def run(quick: bool) -> dict[str, float]:
         audience = synthetic_audience(n)
         with tempfile.TemporaryDirectory(prefix="railflow-bench-crm-") as tmp:
             start = time.perf_counter()
-            current, events = audience_objects(audience)
-            p = plan("full", current, events, {}, set())
+            state = pl.DataFrame(schema={"external_id": pl.String, "attributes_sha256": pl.String})
+            p = plan("full", audience_objects(audience), state, set())
             payloads = batches(p)
             manifest = {"schema_version": 1, "mode": "full", "generated_at": "bench",
                         "source_marts": [], "counts": p.counts, "batches": []}  # fmt: skip

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
 import jsonschema
+import numpy as np
 import polars as pl
 import pytest
 
-from analysis.crm_export import MARTS, SCHEMAS, export
-from analysis.crm_http import HttpSender
+from analysis.crm_export import (
+    MARTS,
+    RF_ATTRIBUTES,
+    SCHEMAS,
+    CrmExportError,
+    audience_objects,
+    batches,
+    export,
+    json_values,
+    plan,
+    round3,
+    write_files,
+)
+from analysis.crm_http import HttpSender, canonical, idempotency_key
 from railflow.settings import Settings
 from railflow.warehouse import connect
 
@@ -189,3 +205,154 @@ def test_retries_exhausted_rows_go_to_the_ledger(never_synced: Settings, crm_ser
     result = export(world, endpoint=crm_server, sender=sender)
     assert result["delivered"] == 0 and result["failed"] == result["counts"]["sent"] > 0
     assert not ScriptedCrm.applied
+
+
+# The export encodes, validates and fingerprints a column at a time; these check it against
+# the object at a time definitions (json.dumps, round(), the compiled item schema).
+
+TRICKY_STRINGS = [
+    "Champions", "", "Ünïcødé ✓", "emoji 😀", 'quo"te', "back\\slash", "tab\tnew\nline",
+    "\x00\x1f\x7f", "</script>", "a/b", None,
+]  # fmt: skip
+TRICKY_FLOATS = [0.0, -0.0, 0.1 + 0.2, 1e-7, 2.675, 0.0625, 0.9995, 1.0, 1e300, -1.5, None]
+
+
+def test_column_encoding_is_json_dumps_of_each_value() -> None:
+    cases = [
+        pl.Series(TRICKY_STRINGS * 3),
+        pl.Series(["usr_0000001", "usr_0000002"]),  # all plain: quoted in bulk
+        pl.Series([*TRICKY_FLOATS, float("nan"), float("inf")], dtype=pl.Float64),
+        pl.Series([["high_churn_risk", "high_intent"], ["high_intent"], [], None, ["é"]]),
+    ]
+    for values in cases:
+        expected = []
+        for v in values.to_list():
+            try:
+                expected.append(canonical(v).decode())  # json.dumps, compact and strict
+            except ValueError:
+                expected.append(None)  # NaN and infinity are not JSON
+        assert json_values(values).to_list() == expected
+
+
+def test_vectorised_rounding_is_pythons_round() -> None:
+    rng = np.random.default_rng(7)
+    ties = (np.arange(-2000, 2000) + 0.5) / 1000  # near-ties, where x * 1000 misleads
+    values = [*rng.random(50_000).tolist(), *rng.normal(0, 1e4, 1000).tolist(), *ties.tolist()]
+    values += TRICKY_FLOATS  # Python floats: numpy's own round() differs at near-ties
+    got = round3(pl.Series(values, dtype=pl.Float64)).to_list()
+    expected = [None if v is None else round(v, 3) for v in values]
+    assert [struct.pack("d", g) if g is not None else None for g in got] == [
+        struct.pack("d", e) if e is not None else None for e in expected
+    ]  # bit for bit, so -0.0 stays -0.0
+
+
+def tricky_audience(n: int = 600, seed: int = 3) -> pl.DataFrame:
+    """Both audiences, a share of invalid values in every column, one row per user and mart."""
+    rng = np.random.default_rng(seed)
+    pick = lambda options: [options[i] for i in rng.integers(0, len(options), n)]  # noqa: E731
+    ids = [f"usr_{i:05d}" if i % 97 else f"USR-{i}" for i in range(n)]
+    frame = pl.DataFrame(
+        {
+            "external_id": ids,
+            "segment_name": pick(TRICKY_STRINGS),
+            "churn_band": pick(["low", "medium", "high", "extreme", None]),
+            "churn_probability": pick([*TRICKY_FLOATS, float("nan"), *rng.random(20)]),
+            "propensity_band": pick(["low", "medium", "high"]),
+            "last_searched_route": pick(["FRPLY-FRLPD", "ESBCN-FRPAR", "bad route", None]),
+            "last_searched_at": [
+                datetime(2026, 8, 1, tzinfo=UTC) + timedelta(seconds=int(s), microseconds=int(u))
+                for s, u in zip(
+                    rng.integers(0, 10**7, n), rng.integers(0, 2, n) * 123_456, strict=True
+                )
+            ],
+            "recommended_offer": pick(["discount_5_percent", "win@back", "réduction"]),
+        },
+        schema_overrides={"churn_probability": pl.Float64},
+    )
+    churn = frame.sample(fraction=0.6, seed=seed).with_columns(audience=pl.lit("high_churn_risk"))
+    intent = frame.sample(fraction=0.6, seed=seed + 1).with_columns(audience=pl.lit("high_intent"))
+    intent = intent.with_columns(pl.col("last_searched_route").fill_null("FRPLY-FRLPD"))
+    return pl.concat([churn, intent.select(churn.columns)])
+
+
+def test_column_wise_export_matches_object_wise_definitions(tmp_path: Path) -> None:
+    audience = tricky_audience()
+    current = audience_objects(audience)
+    state = pl.DataFrame({"external_id": ["usr_99999"], "attributes_sha256": ["0" * 64]})
+    p = plan("diff", current, state, consenting=set())
+    # every user is checked as one object against the item schema, as before
+    item = json.loads((SCHEMAS / "users_track.schema.json").read_text())
+    item = item["properties"]["attributes"]["items"]
+    objects = {
+        row["external_id"]: {k: row[k] for k in ("external_id", *RF_ATTRIBUTES)}
+        for row in current.iter_rows(named=True)
+    }
+    invalid = {}
+    for uid, obj in objects.items():
+        try:
+            body = canonical(obj)
+        except ValueError:
+            invalid[uid] = "NaN"
+            continue
+        if not jsonschema.Draft7Validator(item).is_valid(obj) or b"@" in body:
+            invalid[uid] = "schema"
+    assert {uid for uid, _ in p.invalid} == set(invalid) and 0 < len(invalid) < len(objects)
+    assert p.counts["unsubscribed"] == 1  # usr_99999 left and never consented
+    # the fingerprint of each object is sha256 of its canonical JSON (the sync state's hash)
+    hashes = dict(p.hashes.iter_rows())
+    assert hashes == {
+        uid: hashlib.sha256(canonical(obj)).hexdigest()
+        for uid, obj in objects.items()
+        if uid not in invalid
+    }
+    # each file is canonical JSON of a valid request; sent objects are the built ones
+    manifest = {"schema_version": 1, "mode": "diff", "generated_at": "now", "source_marts": [],
+                "counts": p.counts, "batches": []}  # fmt: skip
+    write_files(tmp_path, batches(p), manifest)
+    track = json.loads((SCHEMAS / "users_track.schema.json").read_text())
+    sent = []
+    for entry in manifest["batches"]:
+        raw = (tmp_path / entry["file"]).read_bytes()
+        payload = json.loads(raw)
+        assert raw == canonical(payload) + b"\n"
+        assert entry["sha256"] == hashlib.sha256(raw).hexdigest()
+        assert entry["idempotency_key"] == idempotency_key(payload)
+        jsonschema.validate(payload, track)
+        sent += payload["attributes"]
+        for event in payload.get("events", []):
+            at = audience.filter(
+                (pl.col("external_id") == event["external_id"])
+                & (pl.col("audience") == "high_intent")
+            ).row(0, named=True)["last_searched_at"]
+            assert event["time"] == at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    assert sent[:-1] == [objects[uid] for uid in sorted(objects) if uid not in invalid]
+    assert sent[-1]["external_id"] == "usr_99999" and sent[-1]["email_subscribe"]
+
+
+STATE = {"external_id": pl.String, "attributes_sha256": pl.String}
+
+
+def test_a_file_with_an_invalid_event_is_not_written(tmp_path: Path) -> None:
+    n = 200
+    audience = pl.DataFrame(
+        {
+            "external_id": [f"usr_{i:04d}" for i in range(n)],
+            "audience": "high_intent",
+            "segment_name": "Champions",
+            "churn_band": "low",
+            "churn_probability": 0.25,
+            "propensity_band": ["medium"] * 150 + [None] + ["high"] * 49,  # in the 3rd file
+            "last_searched_route": "FRPLY-FRLPD",
+            "last_searched_at": datetime(2026, 8, 1, tzinfo=UTC),
+            "recommended_offer": "discount_5_percent",
+        }
+    )
+    p = plan("full", audience_objects(audience), pl.DataFrame(schema=STATE), set())
+    assert p.counts["sent"] == n  # a null band is a valid attribute, not a valid event
+    manifest = {"schema_version": 1, "mode": "full", "generated_at": "now", "source_marts": [],
+                "counts": p.counts, "batches": []}  # fmt: skip
+    with pytest.raises(
+        CrmExportError, match=r"batch 3 .*events\[0\].*propensity_band must be string"
+    ):
+        write_files(tmp_path, batches(p), manifest)
+    assert (tmp_path / "batch-00002.json").exists() and not (tmp_path / "batch-00003.json").exists()
