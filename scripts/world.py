@@ -9,15 +9,14 @@ explains them.
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import polars as pl
 
+from scripts.pii_pool import POOL_SIZE, PiiPool, PoolProcess
 from scripts.reference import Reference
 
 PERSONAS = ("commuter", "business", "leisure", "student", "family")
@@ -119,14 +118,8 @@ HOUR_PROFILE = np.array(  # local hour-of-day weights per persona
     ],
     dtype=float,
 )
-LOCALES = {
-    "FR": "fr_FR", "DE": "de_DE", "IT": "it_IT", "ES": "es_ES", "NL": "nl_NL", "BE": "nl_BE",
-    "CH": "de_CH", "AT": "de_AT", "GB": "en_GB", "CZ": "cs_CZ", "DK": "da_DK", "LU": "fr_FR",
-    "PT": "pt_PT", "HU": "hu_HU", "PL": "pl_PL",
-}  # fmt: skip
 EMAIL_DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "proton.me", "gmx.net", "icloud.com")
 INTERNAL_DOMAIN = "railflow.test"
-POOL_SIZE = 200  # names per locale; Faker builds the pool once, rows sample it by index
 CHUNK_USERS = 25_000  # users per chunk: bounds memory at any scale
 US = 1_000_000  # microseconds per second
 
@@ -149,47 +142,6 @@ def bucket(experiment_id: str, user_ids: list[str]) -> np.ndarray:
         digest = hashlib.sha256(f"{experiment_id}:{uid}".encode()).digest()
         out[i] = int.from_bytes(digest[:8], "big") / 2**64
     return out
-
-
-@dataclass(frozen=True)
-class PiiPool:
-    """Clear-text PII pool per country; kept in memory only (tests rebuild it to scan for leaks).
-
-    first_slug/last_slug are the email-safe forms of the names, made once per pool entry.
-    """
-
-    first: dict[str, list[str]]
-    last: dict[str, list[str]]
-    phone: dict[str, list[str]]
-    first_slug: dict[str, list[str]]
-    last_slug: dict[str, list[str]]
-
-
-# Faker imports every provider module of a locale unless told which ones it needs; these are the
-# only two the pool uses (the names and phones drawn are the same either way).
-FAKER_PROVIDERS = ["faker.providers.person", "faker.providers.phone_number"]
-
-
-def build_pii_pool(seed: int, countries: list[str]) -> PiiPool:
-    from faker import Faker  # imported here: World builds the pool on a background thread
-
-    first, last, phone = {}, {}, {}
-    for i, country in enumerate(sorted(countries)):
-        fake = Faker(LOCALES.get(country, "en_GB"), providers=FAKER_PROVIDERS)
-        fake.seed_instance(seed * 1000 + i)
-        first[country] = [fake.first_name() for _ in range(POOL_SIZE)]
-        last[country] = [fake.last_name() for _ in range(POOL_SIZE)]
-        phone[country] = [fake.phone_number() for _ in range(POOL_SIZE)]
-
-    def slugs(names: dict[str, list[str]]) -> dict[str, list[str]]:
-        return {country: [_ascii_slug(n) for n in pool] for country, pool in names.items()}
-
-    return PiiPool(first, last, phone, slugs(first), slugs(last))
-
-
-def _ascii_slug(text: str) -> str:
-    norm = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return "".join(ch for ch in norm.lower() if ch.isalnum()) or "user"
 
 
 Ready = Callable[[str, str, pl.DataFrame], None]  # (kind: "raw" | "truth", table, frame)
@@ -249,10 +201,8 @@ class World:
                 self.holiday[cidx[country], d] = True
         self.station_cidx = np.array([cidx[c] for c in self.station_country])
         # Faker (import and pool) is pure Python and only needed once the user table is built:
-        # it runs on a thread while the first chunk's sessions and events are simulated.
-        pool_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pii-pool")
-        self._pool = pool_thread.submit(build_pii_pool, seed, self.countries)
-        pool_thread.shutdown(wait=False)  # the build still runs; nothing else is queued
+        # a child process builds it while the first chunk's sessions and events are simulated.
+        self._pool = PoolProcess(seed, self.countries)
         self.n_chunks = max(1, -(-users // CHUNK_USERS))
 
     @property
