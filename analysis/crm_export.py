@@ -189,20 +189,51 @@ def _iso_utc(ts: pl.Series) -> pl.Series:
     return ts.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f").str.strip_suffix(".000000") + "Z"
 
 
-def _json_object(texts: dict[str, pl.Expr]) -> pl.Expr:
-    """{"key":value,...} with sorted keys from already-encoded values (canonical())."""
+def _plain(values: pl.Series) -> bool:
+    """Whether canonical() writes every value as the string itself between quotes."""
+    return (
+        values.dtype == pl.String
+        and values.null_count() == 0
+        and bool(values.str.contains(_PLAIN).all())
+    )
+
+
+def _json_object(values: dict[str, pl.Series | pl.Expr]) -> pl.Expr:
+    """{"key":value,...} as canonical() writes it, from each key's values (an Expr: JSON text).
+
+    Plain string columns are quoted inside the one concatenation (no text column each).
+    """
     parts: list[pl.Expr] = []
-    for i, key in enumerate(sorted(texts)):
-        parts += [pl.lit(("{" if i == 0 else ",") + json.dumps(key) + ":"), texts[key]]
-    return pl.concat_str(*parts, pl.lit("}"))
+    text = "{"
+    for key in sorted(values):
+        text += json.dumps(key) + ":"
+        value = values[key]
+        if isinstance(value, pl.Series) and _plain(value):
+            parts += [pl.lit(text + '"'), pl.lit(value)]
+            text = '"'
+        else:
+            parts += [
+                pl.lit(text),
+                value if isinstance(value, pl.Expr) else pl.lit(json_values(value)),
+            ]
+            text = ""
+        text += ","
+    return pl.concat_str(*parts, pl.lit(text[:-1] + "}"))
+
+
+AUDIENCES = ("high_churn_risk", "high_intent")  # sorted: a user's churn row comes first
 
 
 def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
     """One row per user (merging both audiences), by id: the attribute values, the high-intent
     event's values, and both objects as canonical JSON (`attributes`, `event`)."""
-    churn, intent = pl.col("audience") == "high_churn_risk", pl.col("audience") == "high_intent"
+    if unknown := set(audiences["audience"].unique().to_list()) - set(AUDIENCES):
+        raise CrmExportError(f"unknown audiences {sorted(unknown, key=str)}; expected {AUDIENCES}")
+    # one row per user and audience (the marts' unique ids), so by user then audience the
+    # first row is the churn one when there is one (its values and win-back offer win) and
+    # the last the high-intent one when there is one (the event)
     users = (
-        audiences.sort("external_id", "audience")  # a user's high_churn_risk row first
+        audiences.sort("external_id", "audience")
         .group_by("external_id", maintain_order=True)
         .agg(
             pl.col("segment_name").first().alias("rf_segment"),
@@ -210,35 +241,40 @@ def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
             pl.col("churn_probability").first().alias("rf_churn_probability"),
             pl.col("propensity_band").first().alias("rf_propensity_band"),
             pl.col("last_searched_route").first().alias("rf_last_searched_route"),
-            pl.when(churn.any())  # the win-back offer takes precedence
-            .then(pl.col("recommended_offer").filter(churn).last())
-            .otherwise(pl.col("recommended_offer").first())
-            .alias("rf_recommended_offer"),
+            pl.col("recommended_offer").first().alias("rf_recommended_offer"),
             pl.col("audience").unique(maintain_order=True).alias("rf_audiences"),
-            intent.any().alias("has_event"),
-            pl.col("last_searched_at").filter(intent).last().alias("event_at"),
-            pl.col("last_searched_route").filter(intent).last().alias("event_route"),
-            pl.col("propensity_band").filter(intent).last().alias("event_propensity_band"),
+            (pl.col("audience").last() == "high_intent").alias("has_event"),
+            pl.col("last_searched_at").last().alias("event_at"),
+            pl.col("last_searched_route").last().alias("event_route"),
+            pl.col("propensity_band").last().alias("event_propensity_band"),
         )
     )
+    event = pl.col("has_event")
     users = users.with_columns(
-        round3(users["rf_churn_probability"]), _iso_utc(users["event_at"]).alias("event_time")
+        round3(users["rf_churn_probability"]),
+        pl.when(event).then(pl.col("event_at")),
+        pl.when(event).then(pl.col("event_route")),
+        pl.when(event).then(pl.col("event_propensity_band")),
     )
-    text = {c: json_values(users[c]) for c in ("external_id", *RF_ATTRIBUTES)}
-    event_text = {
-        "external_id": pl.lit(text["external_id"]),
-        "name": pl.lit(json.dumps(EVENT_NAME)),
-        "properties": _json_object(
-            {
-                "propensity_band": pl.lit(json_values(users["event_propensity_band"])),
-                "route": pl.lit(json_values(users["event_route"])),
-            }
-        ),
-        "time": pl.lit(json_values(users["event_time"])),
+    users = users.with_columns(_iso_utc(users["event_at"]).alias("event_time")).drop("event_at")
+
+    def event_values(name: str) -> pl.Series:  # placeholders outside events keep them plain
+        return users.select(pl.when(event).then(pl.col(name)).otherwise(pl.lit(""))).to_series()
+
+    attributes = {c: users[c] for c in ("external_id", *RF_ATTRIBUTES)}
+    properties = {
+        "propensity_band": event_values("event_propensity_band"),
+        "route": event_values("event_route"),
     }
-    return users.drop("event_at").with_columns(
-        _json_object({k: pl.lit(v) for k, v in text.items()}).alias("attributes"),
-        pl.when("has_event").then(_json_object(event_text)).alias("event"),
+    event_object = {
+        "external_id": users["external_id"],
+        "name": pl.lit(json.dumps(EVENT_NAME)),
+        "properties": _json_object(properties),
+        "time": event_values("event_time"),
+    }
+    return users.with_columns(
+        _json_object(attributes).alias("attributes"),
+        pl.when(event).then(_json_object(event_object)).alias("event"),
     )
 
 
@@ -320,7 +356,7 @@ def plan(
     )
     event_columns = {
         "external_id": current["external_id"],
-        "name": pl.Series("name", [EVENT_NAME]).extend_constant(EVENT_NAME, current.height - 1),
+        "name": pl.repeat(EVENT_NAME, current.height, dtype=pl.String, eager=True),
         "time": current["event_time"],
         "properties": current.select(
             pl.struct(propensity_band="event_propensity_band", route="event_route").alias(
