@@ -183,6 +183,7 @@ def generate(
         previous: list[Future[None]] = []
         current: list[Future[None]] = []
         outcome_sums: list[Future[pl.DataFrame]] = []
+        for_effects: dict[str, pl.DataFrame] = {}  # the chunk's truth searches and exposures
 
         def write(kind: str, table: str, df: pl.DataFrame) -> None:
             nonlocal previous
@@ -199,13 +200,16 @@ def generate(
                     table, ParquetStream(truth_dir / f"{table}.parquet", world.n_chunks)
                 )
                 current.append(writer.submit(stream.write, df))
+                if table in ("searches", "exposures"):
+                    for_effects[table] = df
+                if len(for_effects) == 2:
+                    job = writer.submit(experiment_outcome_sums, **for_effects)
+                    outcome_sums.append(job)
+                    for_effects.clear()
 
         for k in tqdm(range(world.n_chunks), desc="generate", unit="chunk", disable=not progress):
-            chunk = world.chunk(k, ready=write)
-            searches, exposures = chunk.truth["searches"], chunk.truth["exposures"]
-            outcome_sums.append(writer.submit(experiment_outcome_sums, searches, exposures))
+            world.chunk(k, ready=write)
             previous, current = current, []
-            del chunk, searches, exposures
         for job in previous:
             job.result()
     params = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -824,48 +825,62 @@ class World:
     def _deliver(
         self, rng: np.random.Generator, events: dict[str, pl.DataFrame], ready: Ready
     ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-        """Add received_at, late arrivals and duplicate deliveries (events only)."""
+        """Add received_at, late arrivals and duplicate deliveries (events only).
+
+        The random draws are made here, table by table in a fixed order; putting each table's
+        deliveries in order (a sort and a gather, native code off the GIL) runs on two threads
+        meanwhile."""
         pat = PARAMS["pathologies"]
-        raw: dict[str, pl.DataFrame] = {}
+        ordering: dict[str, Future[pl.DataFrame]] = {}
         marks = []
-        for name, df in events.items():
-            if name == "users":
-                raw[name] = df
-                ready("raw", name, df)
-                continue
-            n = df.height
-            lag_us = (rng.exponential(3.0, size=n) * US).astype(np.int64)
-            late = rng.random(n) < pat["late_rate"]
-            hours = rng.random(n) < pat["late_hours_share"]
-            late_us = np.where(
-                hours,
-                rng.uniform(1, 12, size=n) * 3_600 * US,
-                rng.uniform(1, pat["max_lateness_days"], size=n) * 86_400 * US,
-            ).astype(np.int64)
-            lag_us = np.where(late, late_us, lag_us)
-            dup = rng.random(n) < pat["duplicate_rate"]
-            extra_us = rng.integers(1, 600, size=int(dup.sum())) * US
-            # every delivery as a row of df, a duplicate right after its original: the rows are
-            # in event_id order (ids are numbered in row order), so a stable sort on received_at
-            # orders deliveries by (received_at, event_id) without comparing strings
-            row = np.repeat(np.arange(n), np.where(dup, 2, 1))
-            received = df["occurred_at"].dt.epoch("us").to_numpy()[row] + lag_us[row]
-            received[np.flatnonzero(np.diff(row, prepend=-1) == 0)] += extra_us
-            order = np.argsort(received, kind="stable")
-            out = df[row[order]].with_columns(
-                received_at=pl.Series(received[order]).cast(pl.Datetime("us", "UTC"))
-            )
-            raw[name] = out
-            ready("raw", name, out)
-            marks.append(
-                pl.DataFrame(
-                    {
-                        "event_id": df["event_id"],
-                        "event_name": name,
-                        "is_late": late,
-                        "lateness_seconds": lag_us / US,
-                        "duplicate_deliveries": dup.astype(np.int64),
-                    }
+        with ThreadPoolExecutor(2, thread_name_prefix="deliver") as threads:
+            for name, df in events.items():
+                if name == "users":
+                    continue
+                n = df.height
+                lag_us = (rng.exponential(3.0, size=n) * US).astype(np.int64)
+                late = rng.random(n) < pat["late_rate"]
+                hours = rng.random(n) < pat["late_hours_share"]
+                late_us = np.where(
+                    hours,
+                    rng.uniform(1, 12, size=n) * 3_600 * US,
+                    rng.uniform(1, pat["max_lateness_days"], size=n) * 86_400 * US,
+                ).astype(np.int64)
+                lag_us = np.where(late, late_us, lag_us)
+                dup = rng.random(n) < pat["duplicate_rate"]
+                extra_us = rng.integers(1, 600, size=int(dup.sum())) * US
+                ordering[name] = threads.submit(in_delivery_order, df, lag_us, dup, extra_us)
+                marks.append(
+                    pl.DataFrame(
+                        {
+                            "event_id": df["event_id"],
+                            "event_name": name,
+                            "is_late": late,
+                            "lateness_seconds": lag_us / US,
+                            "duplicate_deliveries": dup.astype(np.int64),
+                        }
+                    )
                 )
-            )
+            raw: dict[str, pl.DataFrame] = {}
+            for name, df in events.items():
+                raw[name] = df if name == "users" else ordering[name].result()
+                ready("raw", name, raw[name])
         return raw, pl.concat(marks)
+
+
+def in_delivery_order(
+    df: pl.DataFrame, lag_us: np.ndarray, dup: np.ndarray, extra_us: np.ndarray
+) -> pl.DataFrame:
+    """Every delivery of df's events, with received_at = occurred_at + lag (+ extra_us for the
+    duplicate of each `dup` event), ordered by (received_at, event_id).
+
+    Each delivery is first a row of df, a duplicate right after its original: the rows are in
+    event_id order (ids are numbered in row order), so a stable sort on received_at gives the
+    (received_at, event_id) order without comparing strings; then one gather."""
+    row = np.repeat(np.arange(df.height), np.where(dup, 2, 1))
+    received = df["occurred_at"].dt.epoch("us").to_numpy()[row] + lag_us[row]
+    received[np.flatnonzero(np.diff(row, prepend=-1) == 0)] += extra_us
+    order = np.argsort(received, kind="stable")
+    return df[row[order]].with_columns(
+        received_at=pl.Series(received[order]).cast(pl.Datetime("us", "UTC"))
+    )
