@@ -12,14 +12,46 @@
     {{ return('insert_overwrite') }}
 {%- endmacro %}
 
-{#- Rows to (re)process in an incremental run: those at or after the latest already-built
-    timestamp minus the late-arrival lookback (var lookback_days). -#}
-{% macro incremental_lookback_filter(column) -%}
-    {%- if is_incremental() %}
-        where {{ column }} >= (
-            select {{ add_days_to_timestamp(-1 * var('lookback_days'), 'max(' ~ column ~ ')') }}
-            from {{ this }}
-        )
+{#- First day an incremental run rebuilds: the latest day already built in `date_column` of this
+    model minus var('lookback_days') (late arrivals) and `extra_days` (history the model needs
+    to recompute that day). None on a first run or a full refresh. It is looked up once and
+    inlined as a literal, not left as a subquery, so DuckDB prunes the raw scan through the
+    staging views and BigQuery prunes partitions; whole days keep insert_overwrite exact. -#}
+{% macro incremental_since(date_column, extra_days=0) -%}
+    {%- if not is_incremental() -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set days = var('lookback_days') + extra_days -%}
+    {%- set query -%}
+        select cast(
+            {{ add_days_to_date(-1 * days, 'max(cast(' ~ date_column ~ ' as date))') }}
+            as {{ dbt.type_string() }}
+        ) as since
+        from {{ this }}
+    {%- endset -%}
+    {%- set since = run_query(query).columns[0].values()[0] -%}
+    {{ return(none if since is none else (since | string)[:10]) }}
+{%- endmacro %}
+
+{#- `since` as a SQL literal of the column's type ('timestamp' or 'date'). -#}
+{% macro since_literal(since, data_type='timestamp') -%}
+    cast('{{ since }}' as {{ dbt.type_timestamp() if data_type == 'timestamp' else 'date' }})
+{%- endmacro %}
+
+{#- Rows on or after `since` (no filter when since is none: first run or full refresh). -#}
+{% macro where_since(column, since, data_type='timestamp') -%}
+    {%- if since is not none %}
+        where {{ column }} >= {{ since_literal(since, data_type) }}
+    {%- endif %}
+{%- endmacro %}
+
+{#- Rows before `since`: the history an incremental run sums instead of recomputing (none on a
+    first run, where everything is recomputed). -#}
+{% macro where_before(column, since, data_type='timestamp') -%}
+    {%- if since is none %}
+        where false
+    {%- else %}
+        where {{ column }} < {{ since_literal(since, data_type) }}
     {%- endif %}
 {%- endmacro %}
 

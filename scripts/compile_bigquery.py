@@ -3,10 +3,12 @@
     python -m scripts.compile_bigquery --form first-run|incremental --target-path DIR
 
 dbt needs a connection to compile (relation lookups for `is_incremental()`, the row count behind
-`dbt.date_spine`). Here the BigQuery adapter's connection is replaced by an offline stand-in:
-relations are reported missing (first-run form) or present (incremental form) and queries return
-one number. Everything else — parsing, Jinja, dispatch to `bigquery__` macros, adapter quoting —
-is the real dbt-bigquery. The compiled SQL lands in DIR/compiled/.
+`dbt.date_spine`, the incremental models' first rebuilt day). Here the BigQuery adapter's
+connection is replaced by an offline stand-in: relations are reported missing (first-run form) or
+present (incremental form); a first-rebuilt-day lookup returns WATERMARK and any other query one
+number. Everything else — parsing, Jinja, dispatch to `bigquery__` macros, adapter quoting — is
+the real dbt-bigquery. The compiled SQL lands in DIR/compiled/, and the queries dbt ran while
+compiling in DIR/compiled/railflow/queries_run/ so they can be parsed too.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from unittest import mock
 
 from railflow.dbt import ensure_profile
 from railflow.errors import RailflowError, cli_entrypoint
 from railflow.settings import REPO_ROOT, get_settings
+
+WATERMARK = "2026-06-01"
 
 
 def compile_offline(form: str, target_path: str) -> None:
@@ -35,7 +40,12 @@ def compile_offline(form: str, target_path: str) -> None:
         connection.state = ConnectionState.OPEN
         return connection
 
+    queries_run: list[str] = []
+
     def execute_offline(self, sql, auto_begin=False, fetch=False, limit=None):  # type: ignore[no-untyped-def]
+        queries_run.append(sql)
+        if " as since" in sql:  # macros/incremental_strategy.sql: incremental_since
+            return AdapterResponse(_message="offline"), agate.Table([[WATERMARK]], ["since"])
         return AdapterResponse(_message="offline"), agate.Table([[1096]], ["n"])
 
     def get_relation(self, database, schema, identifier):  # type: ignore[no-untyped-def]
@@ -58,6 +68,10 @@ def compile_offline(form: str, target_path: str) -> None:
         )  # fmt: skip
     if not result.success:
         raise RailflowError(f"dbt compile for bigquery failed: {result.exception}")
+    queries_dir = Path(target_path) / "compiled" / "railflow" / "queries_run"
+    queries_dir.mkdir(parents=True, exist_ok=True)
+    for number, sql in enumerate(queries_run):
+        (queries_dir / f"{number:04d}.sql").write_text(sql)
 
 
 @cli_entrypoint

@@ -1,18 +1,37 @@
 {#- Funnel reconstruction. Purchases do not carry the search id, so each booking is attributed to
     the latest search by the same user for the same origin, destination and travel date made at
     most var('attribution_window_days') before the purchase. Each booking gets at most one search
-    and each search at most one booking (the earliest purchase that chose it). -#}
+    and each search at most one booking (the earliest purchase that chose it).
+    Incremental: a late purchase on a rebuilt day may choose a search up to the attribution
+    window earlier, so searches are rebuilt from one window before the lookback; a rebuilt search
+    can only be chosen by purchases after it, and those compete for searches one window earlier
+    still. -#}
+{{
+    config(
+        materialized='incremental',
+        unique_key='search_id',
+        incremental_strategy=incremental_strategy(),
+        partition_by=day_partition('search_date'),
+        cluster_by=['search_id'],
+    )
+}}
+
+{%- set since = incremental_since('search_date', extra_days=var('attribution_window_days')) %}
+{%- set window_start = incremental_since('search_date', extra_days=2 * var('attribution_window_days')) %}
+
 with
 
 searches as (
 
     select * from {{ ref('stg_app__searches') }}
+    {{ where_since('searched_at', window_start) }}
 
 ),
 
 purchases as (
 
     select * from {{ ref('stg_app__purchases') }}
+    {{ where_since('purchased_at', since) }}
 
 ),
 
@@ -58,6 +77,8 @@ final as (
 
     select
         searches.search_id,
+        searches.searched_at,
+        cast(searches.searched_at as date) as search_date,
         chosen.booking_id
 
     from searches
@@ -65,6 +86,7 @@ final as (
         on
             searches.search_id = chosen.search_id
             and chosen.booking_rank = 1
+    {{ where_since('searches.searched_at', since) }}
 
 )
 

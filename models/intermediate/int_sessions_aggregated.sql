@@ -1,20 +1,37 @@
+{#- Incremental: sessions starting on the rebuilt days, with one extra day so a session that
+    started the evening before still gets its late events (sessions last hours, not days). -#}
+{{
+    config(
+        materialized='incremental',
+        unique_key='session_id',
+        incremental_strategy=incremental_strategy(),
+        partition_by=day_partition('session_date'),
+        cluster_by=['user_id'],
+    )
+}}
+
+{%- set since = incremental_since('session_date', extra_days=1) %}
+
 with
 
 sessions as (
 
     select * from {{ ref('stg_app__sessions') }}
+    {{ where_since('started_at', since) }}
 
 ),
 
 searches as (
 
     select * from {{ ref('stg_app__searches') }}
+    {{ where_since('searched_at', since) }}
 
 ),
 
 purchases as (
 
     select * from {{ ref('stg_app__purchases') }}
+    {{ where_since('purchased_at', since) }}
 
 ),
 

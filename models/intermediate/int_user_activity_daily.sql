@@ -1,3 +1,7 @@
+{#- A table: read by dim_users, the product marts and the churn features: built once per run instead of
+    re-aggregating sessions and bookings for each reader. -#}
+{{ config(materialized='table') }}
+
 with
 
 sessions as (

@@ -1,3 +1,7 @@
+{#- A table: read by dim_users and its tests: the bot rule scans every search once per run, not once
+    per reader. -#}
+{{ config(materialized='table') }}
+
 with
 
 users as (

@@ -11,6 +11,7 @@ import pytest
 import sqlglot
 
 from railflow.settings import REPO_ROOT
+from scripts.compile_bigquery import WATERMARK
 
 
 @pytest.fixture(scope="module", params=["first-run", "incremental"])
@@ -44,9 +45,16 @@ def test_bigquery_specifics_are_used(compiled: Path) -> None:
     assert "railflow_marts" in users
 
 
-def test_incremental_form_has_the_lookback(compiled: Path) -> None:
+def test_incremental_form_rebuilds_from_the_looked_up_day(compiled: Path) -> None:
     searches = (compiled / "models" / "marts" / "core" / "fct_searches.sql").read_text()
+    since_filter = f"searched_at >= cast('{WATERMARK}' as timestamp)"
+    lookups = [p.read_text() for p in sorted((compiled / "queries_run").glob("*.sql"))]
     if compiled.parent.parent.name.startswith("bq-incremental"):
-        assert "interval -7 day" in searches and "`railflow_marts`.`fct_searches`" in searches
+        assert since_filter in searches
+        # the first rebuilt day: lookback (7) + attribution window (7) before the latest built day
+        assert any(
+            "`railflow_marts`.`fct_searches`" in q and "interval -14 day" in q for q in lookups
+        )
     else:
-        assert "interval -7 day" not in searches
+        assert since_filter not in searches
+        assert not any("`railflow_marts`.`fct_searches`" in q for q in lookups)

@@ -9,36 +9,43 @@
     )
 }}
 
+{#- a late purchase can convert a search up to the attribution window before the lookback -#}
+{%- set since = incremental_since('search_date', extra_days=var('attribution_window_days')) %}
+
 with
 
 searches as (
 
     select * from {{ ref('stg_app__searches') }}
-    {{ incremental_lookback_filter('searched_at') }}
+    {{ where_since('searched_at', since) }}
 
 ),
 
 results as (
 
     select * from {{ ref('stg_app__search_results') }}
+    {{ where_since('viewed_at', since) }}
 
 ),
 
 fare_selections as (
 
     select * from {{ ref('stg_app__fare_selections') }}
+    {{ where_since('selected_at', since) }}
 
 ),
 
 checkouts as (
 
     select * from {{ ref('stg_app__checkouts') }}
+    {{ where_since('checkout_started_at', since) }}
 
 ),
 
 attribution as (
 
     select * from {{ ref('int_searches_joined_to_bookings') }}
+    {{ where_since('search_date', since, 'date') }}
 
 ),
 

@@ -1,15 +1,59 @@
-{#- Point-in-time features: user history counts only what happened before the search. -#}
+{#- Point-in-time features: user history counts only what happened before the search.
+    Incremental like fct_searches (a late purchase can still convert an older search); a user's
+    history before the rebuilt days is summed once per user instead of re-walking every event. -#}
+{{
+    config(
+        materialized='incremental',
+        unique_key='search_id',
+        incremental_strategy=incremental_strategy(),
+        partition_by=day_partition('search_date'),
+        cluster_by=['user_id'],
+        on_schema_change='append_new_columns',
+        post_hook=[
+            "delete from {{ this }} where user_id in (select user_id from {{ ref('dim_users') }} where is_excluded_traffic)"
+        ],
+    )
+}}
+
+{%- set since = incremental_since('search_date', extra_days=var('attribution_window_days')) %}
+
 with
 
 searches as (
 
     select * from {{ ref('fct_searches') }}
+    {{ where_since('search_date', since, 'date') }}
 
 ),
 
 bookings as (
 
     select * from {{ ref('fct_bookings') }}
+    {{ where_since('purchased_at', since) }}
+
+),
+
+earlier_searches as (
+
+    select
+        user_id,
+        count(*) as searches
+
+    from {{ ref('fct_searches') }}
+    {{ where_before('search_date', since, 'date') }}
+    group by 1
+
+),
+
+earlier_bookings as (
+
+    select
+        user_id,
+        count(*) as bookings
+
+    from {{ ref('fct_bookings') }}
+    {{ where_before('purchased_at', since) }}
+    group by 1
 
 ),
 
@@ -86,8 +130,14 @@ final as (
         searches.fare_class,
         searches.is_round_trip,
         searches.is_holiday_travel as is_holiday,
-        cast(coalesce(history.user_prior_searches, 0) as {{ dbt.type_bigint() }}) as user_prior_searches,
-        cast(coalesce(history.user_prior_bookings, 0) as {{ dbt.type_bigint() }}) as user_prior_bookings,
+        cast(
+            coalesce(earlier_searches.searches, 0) + coalesce(history.user_prior_searches, 0)
+            as {{ dbt.type_bigint() }}
+        ) as user_prior_searches,
+        cast(
+            coalesce(earlier_bookings.bookings, 0) + coalesce(history.user_prior_bookings, 0)
+            as {{ dbt.type_bigint() }}
+        ) as user_prior_bookings,
         cast({{ dbt.datediff('users.signup_date', 'searches.search_date', 'day') }} as {{ dbt.type_bigint() }}
         )
             as days_since_signup,
@@ -97,6 +147,8 @@ final as (
     inner join users on searches.user_id = users.user_id
     inner join routes on searches.route_id = routes.route_id
     left join history on searches.search_id = history.search_id
+    left join earlier_searches on searches.user_id = earlier_searches.user_id
+    left join earlier_bookings on searches.user_id = earlier_bookings.user_id
     where not users.is_excluded_traffic and searches.price_seen_eur is not null
 
 )

@@ -1,5 +1,8 @@
 {#- One row per user and weekly cutoff (Mondays). Features look back from the cutoff; the label
-    looks forward var('churn_horizon_days') and is null where that horizon is not yet observed. -#}
+    looks forward var('churn_horizon_days') and is null where that horizon is not yet observed.
+    Each user-day carries running totals and the user's next active day, so a cutoff reads its
+    features from the latest active day before it (and before it minus 30 and 90 days): three
+    joins of one row per user and cutoff, instead of every cutoff against every active day. -#}
 with
 
 activity as (
@@ -57,70 +60,100 @@ eligible as (
 
 ),
 
+activity_history as (
+
+    select
+        activity.user_id,
+        activity.activity_date,
+        lead(activity.activity_date) over (
+            partition by activity.user_id order by activity.activity_date
+        ) as next_activity_date,
+        sum(activity.sessions) over (
+            partition by activity.user_id order by activity.activity_date
+            rows between unbounded preceding and current row
+        ) as sessions_to_date,
+        sum(activity.searches) over (
+            partition by activity.user_id order by activity.activity_date
+            rows between unbounded preceding and current row
+        ) as searches_to_date,
+        sum(activity.bookings) over (
+            partition by activity.user_id order by activity.activity_date
+            rows between unbounded preceding and current row
+        ) as bookings_to_date,
+        sum(activity.net_revenue_eur) over (
+            partition by activity.user_id order by activity.activity_date
+            rows between unbounded preceding and current row
+        ) as net_revenue_to_date_eur
+
+    from activity
+
+),
+
+spans as (
+
+    {#- the days for which this active day is the latest one before: up to the next active day,
+        or past the last observed day -#}
+    select
+        activity_history.*,
+        coalesce(
+            activity_history.next_activity_date, {{ add_days_to_date(1, 'bounds.last_date') }}
+        ) as latest_until_date
+
+    from activity_history
+    cross join bounds
+
+),
+
+{%- for name, days_before in [('at_cutoff', 0), ('at_30d_before', 30), ('at_90d_before', 90)] %}
+
+    {{ name }} as (
+
+        select
+            cutoffs.cutoff_date,
+            spans.*
+
+        from cutoffs
+        inner join spans
+            on
+                spans.activity_date < {{ add_days_to_date(-days_before, 'cutoffs.cutoff_date') }}
+                and spans.latest_until_date >= {{ add_days_to_date(-days_before, 'cutoffs.cutoff_date') }}
+
+    ),
+{%- endfor %}
+
 features as (
 
     select
         eligible.user_id,
         eligible.cutoff_date,
-        max(case when activity.activity_date < eligible.cutoff_date then activity.activity_date end)
-            as last_active_date,
-        sum(
-            case
-                when
-                    activity.activity_date < eligible.cutoff_date
-                    and activity.activity_date >= {{ add_days_to_date(-30, 'eligible.cutoff_date') }}
-                    then activity.sessions else
-                    0
-            end
-        )
-            as sessions_30d,
-        sum(
-            case
-                when
-                    activity.activity_date < eligible.cutoff_date
-                    and activity.activity_date >= {{ add_days_to_date(-30, 'eligible.cutoff_date') }}
-                    then activity.searches else
-                    0
-            end
-        )
-            as searches_30d,
-        sum(
-            case
-                when
-                    activity.activity_date < eligible.cutoff_date
-                    and activity.activity_date >= {{ add_days_to_date(-30, 'eligible.cutoff_date') }}
-                    then activity.bookings else
-                    0
-            end
-        )
-            as bookings_30d,
-        sum(
-            case
-                when
-                    activity.activity_date < eligible.cutoff_date
-                    and activity.activity_date >= {{ add_days_to_date(-90, 'eligible.cutoff_date') }}
-                    then activity.net_revenue_eur else
-                    0
-            end
-        )
+        eligible.signup_date,
+        eligible.has_loyalty_card,
+        at_cutoff.activity_date as last_active_date,
+        at_cutoff.sessions_to_date - coalesce(at_30d_before.sessions_to_date, 0) as sessions_30d,
+        at_cutoff.searches_to_date - coalesce(at_30d_before.searches_to_date, 0) as searches_30d,
+        at_cutoff.bookings_to_date - coalesce(at_30d_before.bookings_to_date, 0) as bookings_30d,
+        at_cutoff.net_revenue_to_date_eur - coalesce(at_90d_before.net_revenue_to_date_eur, 0)
             as net_revenue_90d_eur,
-        sum(case when activity.activity_date < eligible.cutoff_date then activity.bookings else 0 end)
-            as lifetime_bookings,
-        max(
-            case
-                when
-                    activity.activity_date >= eligible.cutoff_date
-                    and activity.activity_date
-                    < {{ add_days_to_date(var('churn_horizon_days'), 'eligible.cutoff_date') }}
-                    then 1 else
-                    0
-            end
-        )
-            as is_active_after
+        at_cutoff.bookings_to_date as lifetime_bookings,
+        coalesce(
+            at_cutoff.next_activity_date
+            < {{ add_days_to_date(var('churn_horizon_days'), 'eligible.cutoff_date') }},
+            false
+        ) as is_active_after
 
     from eligible
-    left join activity on eligible.user_id = activity.user_id
-    group by 1, 2
+    inner join at_cutoff
+        on
+            eligible.user_id = at_cutoff.user_id
+            and eligible.cutoff_date = at_cutoff.cutoff_date
+    left join at_30d_before
+        on
+            eligible.user_id = at_30d_before.user_id
+            and eligible.cutoff_date = at_30d_before.cutoff_date
+    left join at_90d_before
+        on
+            eligible.user_id = at_90d_before.user_id
+            and eligible.cutoff_date = at_90d_before.cutoff_date
 
 ),
 
@@ -130,7 +163,7 @@ final as (
         {{ dbt.concat(['features.user_id', "'|'", 'cast(features.cutoff_date as ' ~ dbt.type_string() ~ ')']) }} as user_cutoff_id,
         features.user_id,
         features.cutoff_date,
-        cast({{ dbt.datediff('eligible.signup_date', 'features.cutoff_date', 'day') }} as {{ dbt.type_bigint() }}
+        cast({{ dbt.datediff('features.signup_date', 'features.cutoff_date', 'day') }} as {{ dbt.type_bigint() }}
         )
             as tenure_days,
         cast({{ dbt.datediff('features.last_active_date', 'features.cutoff_date', 'day') }} as {{ dbt.type_bigint() }}
@@ -141,20 +174,15 @@ final as (
         cast(features.bookings_30d as {{ dbt.type_bigint() }}) as bookings_30d,
         cast(features.net_revenue_90d_eur as {{ type_double() }}) as net_revenue_90d_eur,
         cast(features.lifetime_bookings as {{ dbt.type_bigint() }}) as lifetime_bookings,
-        eligible.has_loyalty_card,
+        features.has_loyalty_card,
         case
             when {{ add_days_to_date(var('churn_horizon_days'), 'features.cutoff_date') }} > bounds.last_date
                 then null
-            else features.is_active_after = 0
+            else not features.is_active_after
         end as is_churned
 
     from features
-    inner join eligible
-        on
-            features.user_id = eligible.user_id
-            and features.cutoff_date = eligible.cutoff_date
     cross join bounds
-    where features.last_active_date is not null
 
 )
 

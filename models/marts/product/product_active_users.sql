@@ -1,3 +1,7 @@
+{#- A user counts as weekly (monthly) active from an active day until 7 (30) days later or until
+    their next active day, whichever comes first. These spans never overlap for one user, so a
+    running sum of spans opening and closing counts distinct users without joining every day to
+    its 30-day window (linear in active user-days instead of 30 times that). -#}
 with
 
 activity as (
@@ -50,32 +54,102 @@ days as (
 
 ),
 
-final as (
+active_spans as (
+
+    select
+        activity_date,
+        lead(activity_date) over (partition by user_id order by activity_date) as next_activity_date
+
+    from human_activity
+
+),
+
+span_changes as (
+
+    select
+        activity_date as change_date,
+        1 as weekly_change,
+        1 as monthly_change
+
+    from active_spans
+
+    union all
+
+    select
+        least(
+            coalesce(next_activity_date, {{ add_days_to_date(7, 'activity_date') }}),
+            {{ add_days_to_date(7, 'activity_date') }}
+        ) as change_date,
+        -1 as weekly_change,
+        0 as monthly_change
+
+    from active_spans
+
+    union all
+
+    select
+        least(
+            coalesce(next_activity_date, {{ add_days_to_date(30, 'activity_date') }}),
+            {{ add_days_to_date(30, 'activity_date') }}
+        ) as change_date,
+        0 as weekly_change,
+        -1 as monthly_change
+
+    from active_spans
+
+),
+
+daily_changes as (
+
+    select
+        change_date,
+        sum(weekly_change) as weekly_change,
+        sum(monthly_change) as monthly_change
+
+    from span_changes
+    group by 1
+
+),
+
+daily_users as (
+
+    select
+        activity_date,
+        count(*) as daily_active_users
+
+    from human_activity
+    group by 1
+
+),
+
+counts as (
 
     select
         days.date_day as activity_date,
-        count(distinct case when human_activity.activity_date = days.date_day then human_activity.user_id end)
-            as daily_active_users,
-        count(
-            distinct case
-                when
-                    human_activity.activity_date > {{ add_days_to_date(-7, 'days.date_day') }}
-                    then human_activity.user_id
-            end
-        )
-            as weekly_active_users,
-        count(distinct human_activity.user_id) as monthly_active_users,
-        {{ safe_ratio(
-            'count(distinct case when human_activity.activity_date = days.date_day then human_activity.user_id end)',
-            'count(distinct human_activity.user_id)'
-        ) }} as stickiness
+        coalesce(daily_users.daily_active_users, 0) as daily_active_users,
+        sum(coalesce(daily_changes.weekly_change, 0)) over (
+            order by days.date_day rows between unbounded preceding and current row
+        ) as weekly_active_users,
+        sum(coalesce(daily_changes.monthly_change, 0)) over (
+            order by days.date_day rows between unbounded preceding and current row
+        ) as monthly_active_users
 
     from days
-    left join human_activity
-        on
-            days.date_day >= human_activity.activity_date
-            and human_activity.activity_date > {{ add_days_to_date(-30, 'days.date_day') }}
-    group by 1
+    left join daily_users on days.date_day = daily_users.activity_date
+    left join daily_changes on days.date_day = daily_changes.change_date
+
+),
+
+final as (
+
+    select
+        activity_date,
+        cast(daily_active_users as {{ dbt.type_bigint() }}) as daily_active_users,
+        cast(weekly_active_users as {{ dbt.type_bigint() }}) as weekly_active_users,
+        cast(monthly_active_users as {{ dbt.type_bigint() }}) as monthly_active_users,
+        {{ safe_ratio('daily_active_users', 'monthly_active_users') }} as stickiness
+
+    from counts
 
 )
 

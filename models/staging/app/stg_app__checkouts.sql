@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ dedupe_events(source('app', 'checkout_begun')) }}
+    select * from {{ source('app', 'checkout_begun') }}
 
 ),
 
@@ -22,6 +22,12 @@ renamed as (
 
     from source
 
+),
+
+deduped as (
+
+    {{ dedupe_events('renamed', partition_by='checkout_started_at, event_id') }}
+
 )
 
-select * from renamed
+select * from deduped

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ dedupe_events(source('app', 'consent_updated')) }}
+    select * from {{ source('app', 'consent_updated') }}
 
 ),
 
@@ -21,6 +21,12 @@ renamed as (
 
     from source
 
+),
+
+deduped as (
+
+    {{ dedupe_events('renamed', partition_by='consent_updated_at, event_id') }}
+
 )
 
-select * from renamed
+select * from deduped

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ dedupe_events(source('app', 'fare_selected')) }}
+    select * from {{ source('app', 'fare_selected') }}
 
 ),
 
@@ -22,6 +22,12 @@ renamed as (
 
     from source
 
+),
+
+deduped as (
+
+    {{ dedupe_events('renamed', partition_by='selected_at, event_id') }}
+
 )
 
-select * from renamed
+select * from deduped

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ dedupe_events(source('app', 'ticket_purchased')) }}
+    select * from {{ source('app', 'ticket_purchased') }}
 
 ),
 
@@ -29,6 +29,12 @@ renamed as (
 
     from source
 
+),
+
+deduped as (
+
+    {{ dedupe_events('renamed', partition_by='purchased_at, event_id') }}
+
 )
 
-select * from renamed
+select * from deduped

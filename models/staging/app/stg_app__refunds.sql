@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ dedupe_events(source('app', 'booking_refunded')) }}
+    select * from {{ source('app', 'booking_refunded') }}
 
 ),
 
@@ -22,6 +22,12 @@ renamed as (
 
     from source
 
+),
+
+deduped as (
+
+    {{ dedupe_events('renamed', partition_by='refunded_at, event_id') }}
+
 )
 
-select * from renamed
+select * from deduped

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ dedupe_events(source('app', 'results_viewed')) }}
+    select * from {{ source('app', 'results_viewed') }}
 
 ),
 
@@ -24,6 +24,12 @@ renamed as (
 
     from source
 
+),
+
+deduped as (
+
+    {{ dedupe_events('renamed', partition_by='viewed_at, event_id') }}
+
 )
 
-select * from renamed
+select * from deduped

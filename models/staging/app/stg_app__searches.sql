@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ dedupe_events(source('app', 'search_route')) }}
+    select * from {{ source('app', 'search_route') }}
 
 ),
 
@@ -27,6 +27,12 @@ renamed as (
 
     from source
 
+),
+
+deduped as (
+
+    {{ dedupe_events('renamed', partition_by='searched_at, event_id') }}
+
 )
 
-select * from renamed
+select * from deduped

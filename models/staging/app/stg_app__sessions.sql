@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ dedupe_events(source('app', 'session_started')) }}
+    select * from {{ source('app', 'session_started') }}
 
 ),
 
@@ -21,6 +21,12 @@ renamed as (
 
     from source
 
+),
+
+deduped as (
+
+    {{ dedupe_events('renamed', partition_by='started_at, event_id') }}
+
 )
 
-select * from renamed
+select * from deduped

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ dedupe_events(source('app', 'users'), key='user_id', order_by='updated_at desc, _loaded_at desc') }}
+    {{ dedupe_events(source('app', 'users'), partition_by='user_id', order_by='updated_at desc, _loaded_at desc') }}
 
 ),
 

@@ -12,6 +12,7 @@
         event_id,
         count(*) as occurrences
     from {{ ref(model) }}
+    {{ where_recent_rows(model) }}
     group by 1, 2
     having count(*) > 1
     {% if not loop.last %}union all{% endif %}

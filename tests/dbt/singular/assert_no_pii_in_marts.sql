@@ -8,14 +8,18 @@
 ] %}
 
 {% for model, columns in checks %}
+    {#- with var('test_since'), only the recent rows of event-grain marts -#}
+    {%- set recent = recent_rows_condition(event_time_of(model)) %}
     {% for column in columns %}
         select
             '{{ model }}.{{ column }}' as pii_location,
             {{ column }} as pii_value
         from {{ ref(model) }}
         where
-            {{ column }} like '%@%'
-            or {{ regexp_like(column, '[+]?[0-9][0-9 ().-]{8,}[0-9]') }}
+            (
+                {{ column }} like '%@%'
+                or {{ regexp_like(column, '[+]?[0-9][0-9 ().-]{8,}[0-9]') }}
+            ){% if recent %} and {{ recent }}{% endif %}
         {% if not loop.last %}union all{% endif %}
     {% endfor %}
     {% if not loop.last %}union all{% endif %}
