@@ -546,7 +546,7 @@ class World:
         common_s = s.with_columns(
             user_id=uid.gather(s["u"].to_numpy()),
             session_id=session_id,
-            platform_name=pl.Series(np.array(PLATFORMS)[s["platform"].to_numpy()]),
+            platform_name=pl.Series(PLATFORMS).gather(s["platform"]),
         )
         # sessions are numbered 0..n-1 in row order, so a session's columns are a gather by "s"
         sess_cols = common_s.select("user_id", "session_id", "platform_name")
