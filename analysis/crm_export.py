@@ -189,13 +189,16 @@ def _iso_utc(ts: pl.Series) -> pl.Series:
     return ts.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f").str.strip_suffix(".000000") + "Z"
 
 
-def _plain(values: pl.Series) -> bool:
-    """Whether canonical() writes every value as the string itself between quotes."""
-    return (
-        values.dtype == pl.String
-        and values.null_count() == 0
-        and bool(values.str.contains(_PLAIN).all())
+def _plain(columns: dict[str, pl.Series]) -> set[str]:
+    """The string columns canonical() writes as each value itself between quotes."""
+    strings = {k: v for k, v in columns.items() if v.dtype == pl.String}
+    if not strings:
+        return set()
+    checks = pl.select(  # one query: the columns are checked in parallel
+        (pl.lit(v).str.contains(_PLAIN).all() & (pl.lit(v).null_count() == 0)).alias(k)
+        for k, v in strings.items()
     )
+    return {k for k in strings if checks[k][0]}
 
 
 def _json_object(values: dict[str, pl.Series | pl.Expr]) -> pl.Expr:
@@ -203,12 +206,13 @@ def _json_object(values: dict[str, pl.Series | pl.Expr]) -> pl.Expr:
 
     Plain string columns are quoted inside the one concatenation (no text column each).
     """
+    plain = _plain({k: v for k, v in values.items() if isinstance(v, pl.Series)})
     parts: list[pl.Expr] = []
     text = "{"
     for key in sorted(values):
         text += json.dumps(key) + ":"
         value = values[key]
-        if isinstance(value, pl.Series) and _plain(value):
+        if key in plain:
             parts += [pl.lit(text + '"'), pl.lit(value)]
             text = '"'
         else:
@@ -286,7 +290,7 @@ _OBJECT_KEYWORDS = {"type", "required", "additionalProperties", "properties"}
 def _rows_valid(
     item: dict[str, Any],
     columns: dict[str, pl.Series],
-    seen: dict[tuple[str, str], pl.Series],
+    seen: dict[tuple[str, str], pl.Series | None],
     unique: tuple[str, ...] = ("external_id",),
 ) -> pl.Series:
     """Whether each row's object {key: value} matches the object schema `item`.
@@ -294,24 +298,33 @@ def _rows_valid(
     The same verdict as validating each object: every row has the same keys, so type,
     required and additionalProperties are checked once on the keys, and each property's
     schema once per distinct value of its column (every value of the `unique` ones, which
-    repeat none); `seen` reuses a column's verdict across object kinds.
+    repeat none); `seen` reuses a column's verdict across object kinds (None: all valid).
     """
     if extra := set(item) - _OBJECT_KEYWORDS:
         raise CrmExportError(f"schema keywords {sorted(extra)} need a check per whole object")
     shape = {**item, "properties": dict.fromkeys(item["properties"], True)}
     if error := _schema_error(_compiled(json.dumps(shape)), dict.fromkeys(columns)):
         raise CrmExportError(f"the objects' keys do not match schemas/crm/users_track: {error}")
-    ok = pl.repeat(True, len(next(iter(columns.values()))), eager=True)
-    for key, values in columns.items():
+    memos = {
+        k: (json.dumps(item["properties"][k], sort_keys=True), v.name) for k, v in columns.items()
+    }
+    todo = {k: v for k, v in columns.items() if memos[k] not in seen}
+    repeating = [k for k in todo if k not in unique]
+    distinct = pl.select(pl.lit(todo[k]).unique().implode().alias(k) for k in repeating)
+    for key, values in todo.items():
         schema = item["properties"][key]
-        memo = (json.dumps(schema, sort_keys=True), values.name)
-        if memo not in seen:
-            if key in unique:
-                verdicts = pl.Series(_verdicts(schema, values.to_list()), dtype=pl.Boolean)
-            else:
-                verdicts = _per_distinct(values, partial(_verdicts, schema), pl.Boolean)
-            seen[memo] = verdicts.fill_null(False)
-        ok &= seen[memo]
+        listed = distinct[key][0].to_list() if key in repeating else values.to_list()
+        verdicts = _verdicts(schema, listed)
+        if all(verdicts):
+            seen[memos[key]] = None
+        elif key in repeating:  # map the verdicts back to the rows
+            seen[memos[key]] = _per_distinct(values, partial(_verdicts, schema), pl.Boolean)
+        else:
+            seen[memos[key]] = pl.Series(verdicts, dtype=pl.Boolean)
+    ok = pl.repeat(True, len(next(iter(columns.values()))), eager=True)
+    for key in columns:
+        if (verdicts := seen[memos[key]]) is not None:
+            ok &= verdicts.fill_null(False)
     return ok
 
 
@@ -346,7 +359,7 @@ def plan(
 ) -> Plan:
     """Validate, fingerprint and compare with the sync state (external_id, attributes_sha256)."""
     p = Plan()
-    seen: dict[tuple[str, str], pl.Series] = {}
+    seen: dict[tuple[str, str], pl.Series | None] = {}
     schema = _schema("users_track")["properties"]
     columns = {c: current[c] for c in ("external_id", *RF_ATTRIBUTES)}
     ok = (
@@ -369,8 +382,10 @@ def plan(
     for row in current.filter(~ok).iter_rows(named=True):
         if errors := _object_errors({c: row[c] for c in ("external_id", *RF_ATTRIBUTES)}):
             p.invalid.append((row["external_id"], errors))
-    bad = pl.Series([uid for uid, _ in p.invalid], dtype=pl.String).implode()
-    valid = current.with_columns(checked=event_ok).filter(~pl.col("external_id").is_in(bad))
+    valid = current.select("external_id", "attributes", "event", checked=event_ok)
+    if p.invalid:
+        bad = pl.Series([uid for uid, _ in p.invalid], dtype=pl.String).implode()
+        valid = valid.filter(~pl.col("external_id").is_in(bad))
     p.counts["invalid"] = len(p.invalid)
     p.hashes = valid.select("external_id", _sha256(valid["attributes"]).alias("attributes_sha256"))
     previous = state.select("external_id", pl.col("attributes_sha256").alias("previous")).unique(
