@@ -6,7 +6,9 @@
     python -m analysis.crm_export --endpoint URL  # also POST them (RAILFLOW_CRM_API_KEY)
 
 Each run writes numbered request files (at most 75 attribute objects each) and manifest.json to
-data/exports/crm/<run date>/, every file validated against schemas/crm/ first. The last
+data/exports/crm/<run date>/, every file validated against schemas/crm/ first. The work is done
+a column at a time (a million users in seconds): values are encoded as canonical() encodes
+them, and checked against their property's schema once per distinct value. The last
 successfully synced attributes of each user live in `audit.crm_sync_state`; diff mode sends only
 what changed since. A user who left both audiences gets their RailFlow attributes cleared
 (null); a user who withdrew consent is sent `email_subscribe`/`push_subscribe: unsubscribed` with
