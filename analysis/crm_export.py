@@ -183,10 +183,10 @@ def round3(values: pl.Series) -> pl.Series:
     )
 
 
-def _iso_utc(ts: pl.Series) -> pl.Series:
+def _iso_utc(ts: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
     """datetime.isoformat() in UTC with Z, as text (warehouse timestamps without zone are UTC)."""
-    ts = ts.cast(pl.Datetime("us", ts.dtype.time_zone))  # Python datetimes hold microseconds
-    ts = ts.dt.convert_time_zone("UTC") if ts.dtype.time_zone else ts.dt.replace_time_zone("UTC")
+    ts = ts.cast(pl.Datetime("us", dtype.time_zone))  # Python datetimes hold microseconds
+    ts = ts.dt.convert_time_zone("UTC") if dtype.time_zone else ts.dt.replace_time_zone("UTC")
     # isoformat() leaves out a zero fraction
     return ts.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f").str.strip_suffix(".000000") + "Z"
 
@@ -258,25 +258,27 @@ def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
     event = pl.col("has_event")
     users = users.with_columns(
         round3(users["rf_churn_probability"]),
-        pl.when(event).then(pl.col("event_at")),
-        pl.when(event).then(pl.col("event_route")),
-        pl.when(event).then(pl.col("event_propensity_band")),
+        pl.when(event)
+        .then(_iso_utc(pl.col("event_at"), users.schema["event_at"]))
+        .alias("event_time"),
+        pl.when(event).then(pl.col("event_route")).alias("event_route"),
+        pl.when(event).then(pl.col("event_propensity_band")).alias("event_propensity_band"),
+    ).drop("event_at")
+    # placeholders outside events keep the event columns plain (those rows get no event)
+    event_values = users.select(
+        pl.when(event).then(pl.col(c)).otherwise(pl.lit("")).alias(c)
+        for c in ("event_propensity_band", "event_route", "event_time")
     )
-    users = users.with_columns(_iso_utc(users["event_at"]).alias("event_time")).drop("event_at")
-
-    def event_values(name: str) -> pl.Series:  # placeholders outside events keep them plain
-        return users.select(pl.when(event).then(pl.col(name)).otherwise(pl.lit(""))).to_series()
-
     attributes = {c: users[c] for c in ("external_id", *RF_ATTRIBUTES)}
     properties = {
-        "propensity_band": event_values("event_propensity_band"),
-        "route": event_values("event_route"),
+        "propensity_band": event_values["event_propensity_band"],
+        "route": event_values["event_route"],
     }
     event_object = {
         "external_id": users["external_id"],
         "name": pl.lit(json.dumps(EVENT_NAME)),
         "properties": _json_object(properties),
-        "time": event_values("event_time"),
+        "time": event_values["event_time"],
     }
     return users.with_columns(
         _json_object(attributes).alias("attributes"),
@@ -292,7 +294,7 @@ _OBJECT_KEYWORDS = {"type", "required", "additionalProperties", "properties"}
 def _rows_valid(
     item: dict[str, Any],
     columns: dict[str, pl.Series],
-    seen: dict[tuple[str, str], pl.Series | None],
+    all_valid: set[tuple[str, str]],
     unique: tuple[str, ...] = ("external_id",),
 ) -> pl.Series:
     """Whether each row's object {key: value} matches the object schema `item`.
@@ -300,34 +302,37 @@ def _rows_valid(
     The same verdict as validating each object: every row has the same keys, so type,
     required and additionalProperties are checked once on the keys, and each property's
     schema once per distinct value of its column (every value of the `unique` ones, which
-    repeat none); `seen` reuses a column's verdict across object kinds (None: all valid).
+    repeat none). `all_valid` holds (schema, column) pairs known to pass for every row, to
+    skip them for another kind of object; found ones are added.
     """
     if extra := set(item) - _OBJECT_KEYWORDS:
         raise CrmExportError(f"schema keywords {sorted(extra)} need a check per whole object")
     shape = {**item, "properties": dict.fromkeys(item["properties"], True)}
     if error := _schema_error(_compiled(json.dumps(shape)), dict.fromkeys(columns)):
         raise CrmExportError(f"the objects' keys do not match schemas/crm/users_track: {error}")
-    memos = {
-        k: (json.dumps(item["properties"][k], sort_keys=True), v.name) for k, v in columns.items()
-    }
-    todo = {k: v for k, v in columns.items() if memos[k] not in seen}
+    schemas = {k: item["properties"][k] for k in columns}
+    memos = {k: (json.dumps(schemas[k], sort_keys=True), v.name) for k, v in columns.items()}
+    todo = {k: v for k, v in columns.items() if memos[k] not in all_valid}
     repeating = [k for k in todo if k not in unique]
     distinct = pl.select(pl.lit(todo[k]).unique().implode().alias(k) for k in repeating)
-    for key, values in todo.items():
-        schema = item["properties"][key]
-        listed = distinct[key][0].to_list() if key in repeating else values.to_list()
-        verdicts = _verdicts(schema, listed)
-        if all(verdicts):
-            seen[memos[key]] = None
-        elif key in repeating:  # map the verdicts back to the rows
-            seen[memos[key]] = _per_distinct(values, partial(_verdicts, schema), pl.Boolean)
-        else:
-            seen[memos[key]] = pl.Series(verdicts, dtype=pl.Boolean)
+    listed = {k: v.to_list() for k, v in todo.items() if k not in repeating}
+    listed |= {k: distinct[k][0].to_list() for k in repeating}
+    # one validator for all the columns while every value passes (one compile, one call)
+    every = {k: {"type": "array", "items": schemas[k]} for k in todo}
+    if _schema_error(_compiled(json.dumps({"properties": every}, sort_keys=True)), listed) is None:
+        all_valid.update(memos[k] for k in todo)
     ok = pl.repeat(True, len(next(iter(columns.values()))), eager=True)
-    for key in columns:
-        if (verdicts := seen[memos[key]]) is not None:
-            ok &= verdicts.fill_null(False)
-    return ok
+    for key, values in todo.items():
+        if memos[key] in all_valid:
+            continue
+        verdicts = _verdicts(schemas[key], listed[key])
+        if all(verdicts):
+            all_valid.add(memos[key])
+        elif key in repeating:  # map the verdicts back to the rows
+            ok &= _per_distinct(values, partial(_verdicts, schemas[key]), pl.Boolean)
+        else:
+            ok &= pl.Series(verdicts, dtype=pl.Boolean)
+    return ok.fill_null(False)
 
 
 def _sha256(texts: pl.Series) -> pl.Series:
@@ -361,25 +366,27 @@ def plan(
 ) -> Plan:
     """Validate, fingerprint and compare with the sync state (external_id, attributes_sha256)."""
     p = Plan()
-    seen: dict[tuple[str, str], pl.Series | None] = {}
+    all_valid: set[tuple[str, str]] = set()
     schema = _schema("users_track")["properties"]
     columns = {c: current[c] for c in ("external_id", *RF_ATTRIBUTES)}
     ok = (
-        _rows_valid(schema["attributes"]["items"], columns, seen)
+        _rows_valid(schema["attributes"]["items"], columns, all_valid)
         & current["attributes"].is_not_null()
         & ~current["attributes"].str.contains("@", literal=True)
     )
+    events = current.filter("has_event")
     event_columns = {
-        "external_id": current["external_id"],
-        "name": pl.repeat(EVENT_NAME, current.height, dtype=pl.String, eager=True),
-        "time": current["event_time"],
-        "properties": current.select(
-            pl.struct(propensity_band="event_propensity_band", route="event_route").alias(
-                "properties"
-            )
+        "external_id": events["external_id"],
+        "name": pl.repeat(EVENT_NAME, events.height, dtype=pl.String, eager=True),
+        "time": events["event_time"],
+        "properties": events.select(
+            pl.struct(propensity_band="event_propensity_band", route="event_route")
         ).to_series(),
     }
-    event_ok = ~current["has_event"] | _rows_valid(schema["events"]["items"], event_columns, seen)
+    event_ok = pl.repeat(True, current.height, eager=True).scatter(
+        current["has_event"].arg_true(),
+        _rows_valid(schema["events"]["items"], event_columns, all_valid),
+    )
     # the errors of the (few) invalid objects, named by the check per object
     for row in current.filter(~ok).iter_rows(named=True):
         if errors := _object_errors({c: row[c] for c in ("external_id", *RF_ATTRIBUTES)}):
