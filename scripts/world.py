@@ -230,7 +230,7 @@ class World:
         raw_users, clear = self._user_table(rng, users, sessions, events)
         ready("truth", "users", users["truth"])
         events["users"] = raw_users
-        raw, deliveries = self._deliver(rng, events, ready)
+        raw, deliveries = self._deliver(rng, k, events, ready)
         ready("truth", "deliveries", deliveries)
         truth = {
             "users": users["truth"],
@@ -717,12 +717,7 @@ class World:
         u["initial_consent"] = initial_consent
         u["consent_changes"] = consent.select("u", pl.col("start_us") + 30 * US)
         u["loyalty_gains"] = loyalty.select("u", pl.col("start_us") + 60 * US)
-        # stable event ids: per table, in generation order
-        for name, df in events.items():
-            events[name] = df.select(
-                padded_id(f"ev_{tag}_{name[:3]}_", pl.int_range(pl.len()), 9).alias("event_id"),
-                pl.all(),
-            )
+        # event ids (stable: per table, in generation order) are added by _deliver
         truth_extra = {
             "searches": q.join(bookings.select("q", "booking_id"), on="q", how="left").select(
                 "search_id",
@@ -823,16 +818,15 @@ class World:
         return raw_users, clear
 
     def _deliver(
-        self, rng: np.random.Generator, events: dict[str, pl.DataFrame], ready: Ready
+        self, rng: np.random.Generator, k: int, events: dict[str, pl.DataFrame], ready: Ready
     ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-        """Add received_at, late arrivals and duplicate deliveries (events only).
+        """Add event ids, received_at, late arrivals and duplicate deliveries (events only).
 
-        The random draws are made here, table by table in a fixed order; putting each table's
-        deliveries in order (a sort and a gather, native code off the GIL) runs on two threads
-        meanwhile."""
+        The random draws are made here, table by table in a fixed order; the rest of each table
+        (ids, delivery order, the truth of its pathologies: native code off the GIL) runs on two
+        threads meanwhile."""
         pat = PARAMS["pathologies"]
-        ordering: dict[str, Future[pl.DataFrame]] = {}
-        marks = []
+        delivering: dict[str, Future[tuple[pl.DataFrame, pl.DataFrame]]] = {}
         with ThreadPoolExecutor(2, thread_name_prefix="deliver") as threads:
             for name, df in events.items():
                 if name == "users":
@@ -849,38 +843,52 @@ class World:
                 lag_us = np.where(late, late_us, lag_us)
                 dup = rng.random(n) < pat["duplicate_rate"]
                 extra_us = rng.integers(1, 600, size=int(dup.sum())) * US
-                ordering[name] = threads.submit(in_delivery_order, df, lag_us, dup, extra_us)
-                marks.append(
-                    pl.DataFrame(
-                        {
-                            "event_id": df["event_id"],
-                            "event_name": name,
-                            "is_late": late,
-                            "lateness_seconds": lag_us / US,
-                            "duplicate_deliveries": dup.astype(np.int64),
-                        }
-                    )
+                delivering[name] = threads.submit(
+                    deliveries_of, df, f"ev_{k:03d}_{name[:3]}_", name, lag_us, late, dup, extra_us
                 )
             raw: dict[str, pl.DataFrame] = {}
+            marks = []
             for name, df in events.items():
-                raw[name] = df if name == "users" else ordering[name].result()
+                if name == "users":
+                    raw[name] = df
+                else:
+                    raw[name], truth = delivering[name].result()
+                    marks.append(truth)
                 ready("raw", name, raw[name])
         return raw, pl.concat(marks)
 
 
-def in_delivery_order(
-    df: pl.DataFrame, lag_us: np.ndarray, dup: np.ndarray, extra_us: np.ndarray
-) -> pl.DataFrame:
-    """Every delivery of df's events, with received_at = occurred_at + lag (+ extra_us for the
-    duplicate of each `dup` event), ordered by (received_at, event_id).
+def deliveries_of(
+    df: pl.DataFrame,
+    id_prefix: str,
+    name: str,
+    lag_us: np.ndarray,
+    late: np.ndarray,
+    dup: np.ndarray,
+    extra_us: np.ndarray,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One event table's deliveries and their truth.
 
-    Each delivery is first a row of df, a duplicate right after its original: the rows are in
-    event_id order (ids are numbered in row order), so a stable sort on received_at gives the
-    (received_at, event_id) order without comparing strings; then one gather."""
+    Events get their ids (id_prefix + row number, in generation order). Every event is
+    delivered at occurred_at + lag; each `dup` event a second time, extra_us later. Deliveries
+    are ordered by (received_at, event_id): each is first a row of df, a duplicate right after
+    its original, so the rows are in event_id order and a stable sort on received_at gives that
+    order without comparing strings; then one gather. The truth has one row per event."""
+    df = df.select(padded_id(id_prefix, pl.int_range(pl.len()), 9).alias("event_id"), pl.all())
     row = np.repeat(np.arange(df.height), np.where(dup, 2, 1))
     received = df["occurred_at"].dt.epoch("us").to_numpy()[row] + lag_us[row]
     received[np.flatnonzero(np.diff(row, prepend=-1) == 0)] += extra_us
     order = np.argsort(received, kind="stable")
-    return df[row[order]].with_columns(
+    delivered = df[row[order]].with_columns(
         received_at=pl.Series(received[order]).cast(pl.Datetime("us", "UTC"))
     )
+    truth = pl.DataFrame(
+        {
+            "event_id": df["event_id"],
+            "event_name": name,
+            "is_late": late,
+            "lateness_seconds": lag_us / US,
+            "duplicate_deliveries": dup.astype(np.int64),
+        }
+    )
+    return delivered, truth
