@@ -11,6 +11,7 @@ import polars as pl
 from railflow.settings import Settings
 from railflow.warehouse import connect
 from scripts.generate import generate
+from scripts.pii_pool import PoolProcess, build_pii_pool
 from scripts.privacy import hash_email, normalise_email
 from scripts.reference import load_reference
 from scripts.world import World
@@ -31,6 +32,16 @@ def test_changing_the_salt_changes_every_hash(tmp_path: Path) -> None:
     assert (a["email_sha256"] != b["email_sha256"]).all()
     assert a.drop("email_sha256").equals(b.drop("email_sha256"))
     assert a["email_sha256"].str.contains(r"^[0-9a-f]{64}$").all()
+
+
+def test_the_pool_built_in_a_child_process_is_the_in_process_pool() -> None:
+    """The world reads its Faker pool from a child process (as JSON): names with accents and
+    the seeding must come through unchanged."""
+    countries = ["CZ", "DE", "FR", "HU", "PL"]
+    pool = PoolProcess(7, countries).result()
+    assert pool == build_pii_pool(7, countries)
+    assert any(not name.isascii() for name in pool.last["CZ"])
+    assert PoolProcess(8, countries).result().first != pool.first
 
 
 def clear_pii(settings: Settings) -> pl.DataFrame:
