@@ -50,6 +50,11 @@ RF_ATTRIBUTES = (
     "rf_segment", "rf_churn_risk", "rf_churn_probability", "rf_propensity_band",
     "rf_last_searched_route", "rf_recommended_offer", "rf_audiences",
 )  # fmt: skip
+AUDIENCES = ("high_churn_risk", "high_intent")  # sorted: a user's churn row comes first
+EVENT_NAME = "rf_high_intent_signal"
+_SEND_SCHEMA = {"external_id": pl.String, "attributes": pl.String, "event": pl.String,
+                "checked": pl.Boolean}  # fmt: skip
+_STATE_SCHEMA = {"external_id": pl.String, "attributes_sha256": pl.String}
 
 
 class CrmExportError(RailflowError):
@@ -227,9 +232,6 @@ def _json_object(values: dict[str, pl.Series | pl.Expr]) -> pl.Expr:
     return pl.concat_str(*parts, pl.lit(text[:-1] + "}"))
 
 
-AUDIENCES = ("high_churn_risk", "high_intent")  # sorted: a user's churn row comes first
-
-
 def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
     """One row per user (merging both audiences), by id: the attribute values, the high-intent
     event's values, and both objects as canonical JSON (`attributes`, `event`)."""
@@ -353,12 +355,6 @@ class Plan:
     invalid: list[tuple[str, str]] = field(default_factory=list)
     # external_id, attributes_sha256: the fingerprint of each valid object
     hashes: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_STATE_SCHEMA))
-
-
-EVENT_NAME = "rf_high_intent_signal"
-_SEND_SCHEMA = {"external_id": pl.String, "attributes": pl.String, "event": pl.String,
-                "checked": pl.Boolean}  # fmt: skip
-_STATE_SCHEMA = {"external_id": pl.String, "attributes_sha256": pl.String}
 
 
 def plan(
