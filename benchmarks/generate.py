@@ -10,7 +10,9 @@ Two rates are reported per scale, from one run of `python -m scripts.generate`:
   (interpreter start-up, imports, generation, exit), as measured from outside.
 
 The speed-up compares each with `row_by_row_events_per_second`, a plain Python loop over a small
-sample (see its docstring). Peak memory is the process's peak resident set size.
+sample (see its docstring). Peak memory is the process's peak resident set size. CPU seconds
+(user + system, the Faker pool's child process included) are reported too: on a shared machine
+wall times swing with other work, CPU time much less.
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ def run(quick: bool) -> dict[str, float]:
             results[f"generation seconds ({label})"] = round(in_process, 2)
             results[f"events per second ({label})"] = round(produced / in_process)
             results[f"whole-process events per second ({label})"] = round(produced / m["wall_s"])
+            results[f"cpu seconds ({label})"] = round(m["cpu_s"], 2)
             results[f"peak memory MB ({label})"] = round(m["peak_mb"])
     naive = row_by_row_events_per_second()
     results["row-by-row Faker events per second"] = round(naive)
