@@ -176,16 +176,20 @@ class DuckDBWarehouse(Warehouse):
         partition_by: str | None = None,
         cluster_by: Sequence[str] = (),
     ) -> int:
-        # DuckDB has no partitions or clustering: the arguments matter only on BigQuery.
+        # DuckDB has no partitions or clustering. Its nearest equivalent: rows stored in order of
+        # the partition column, so each row group's min/max (zonemap) lets a filter on recent
+        # days skip the rest, as incremental dbt models and scoped tests do.
         self._require_writable()
         self.create_schema(layer)
         target = self.table(layer, name)
+        order = f" order by {_check_identifier(partition_by)}" if partition_by else ""
+        rows = f"select * from _railflow_frame{order}"
         self.con.register("_railflow_frame", df.to_arrow())
         try:
             if mode == "append" and self.table_exists(layer, name):
-                self.con.sql(f"insert into {target} by name select * from _railflow_frame")
+                self.con.sql(f"insert into {target} by name {rows}")
             else:
-                self.con.sql(f"create or replace table {target} as select * from _railflow_frame")
+                self.con.sql(f"create or replace table {target} as {rows}")
         finally:
             self.con.unregister("_railflow_frame")
         return df.height

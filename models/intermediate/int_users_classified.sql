@@ -1,5 +1,4 @@
-{#- A table: read by dim_users and its tests: the bot rule scans every search once per run, not once
-    per reader. -#}
+{#- A table: read by dim_users and its tests, built once per run. -#}
 {{ config(materialized='table') }}
 
 with
@@ -10,21 +9,9 @@ users as (
 
 ),
 
-searches as (
-
-    select * from {{ ref('stg_app__searches') }}
-
-),
-
 daily_searches as (
 
-    select
-        user_id,
-        cast(searched_at as date) as search_date,
-        count(*) as searches
-
-    from searches
-    group by 1, 2
+    select * from {{ ref('int_user_searches_daily') }}
 
 ),
 

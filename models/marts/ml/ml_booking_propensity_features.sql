@@ -9,9 +9,7 @@
         partition_by=day_partition('search_date'),
         cluster_by=['user_id'],
         on_schema_change='append_new_columns',
-        post_hook=[
-            "delete from {{ this }} where user_id in (select user_id from {{ ref('dim_users') }} where is_excluded_traffic)"
-        ],
+        post_hook="{{ delete_rows_of_excluded_users() }}",
     )
 }}
 

@@ -2,7 +2,23 @@
     looks forward var('churn_horizon_days') and is null where that horizon is not yet observed.
     Each user-day carries running totals and the user's next active day, so a cutoff reads its
     features from the latest active day before it (and before it minus 30 and 90 days): three
-    joins of one row per user and cutoff, instead of every cutoff against every active day. -#}
+    joins of one row per user and cutoff, instead of every cutoff against every active day.
+    Incremental by cutoff: a late event can change the features of later cutoffs and the label
+    of cutoffs up to var('churn_horizon_days') earlier; older cutoffs are final. -#}
+{{
+    config(
+        materialized='incremental',
+        unique_key='user_cutoff_id',
+        incremental_strategy=incremental_strategy(),
+        partition_by=day_partition('cutoff_date'),
+        cluster_by=['user_id'],
+        on_schema_change='append_new_columns',
+        post_hook="{{ delete_rows_of_excluded_users() }}",
+    )
+}}
+
+{%- set since = incremental_since('cutoff_date', extra_days=var('churn_horizon_days')) %}
+
 with
 
 activity as (
@@ -43,6 +59,7 @@ cutoffs as (
         dates.day_of_week = 1
         and dates.date_day >= {{ add_days_to_date(28, 'bounds.first_date') }}
         and dates.date_day <= bounds.last_date
+        and dates.date_day >= {{ since_literal(since, 'date') if since is not none else 'bounds.first_date' }}
 
 ),
 

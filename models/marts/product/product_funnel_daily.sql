@@ -12,28 +12,38 @@ users as (
 
 ),
 
-human_searches as (
+user_days as (
 
-    select searches.*
+    {#- one row per user, day and platform first: five distinct counts over every search would
+        each build their own hash table -#}
+    select
+        searches.search_date as funnel_date,
+        searches.platform,
+        searches.user_id,
+        max(case when searches.has_viewed_results then 1 else 0 end) as has_viewed_results,
+        max(case when searches.has_selected_fare then 1 else 0 end) as has_selected_fare,
+        max(case when searches.has_begun_checkout then 1 else 0 end) as has_begun_checkout,
+        max(case when searches.is_converted then 1 else 0 end) as is_converted
 
     from searches
     inner join users on searches.user_id = users.user_id
     where not users.is_excluded_traffic
+    group by 1, 2, 3
 
 ),
 
 steps as (
 
     select
-        search_date as funnel_date,
+        funnel_date,
         platform,
-        count(distinct user_id) as searched_users,
-        count(distinct case when has_viewed_results then user_id end) as results_users,
-        count(distinct case when has_selected_fare then user_id end) as fare_selected_users,
-        count(distinct case when has_begun_checkout then user_id end) as checkout_users,
-        count(distinct case when is_converted then user_id end) as purchased_users
+        count(*) as searched_users,
+        cast(sum(has_viewed_results) as {{ dbt.type_bigint() }}) as results_users,
+        cast(sum(has_selected_fare) as {{ dbt.type_bigint() }}) as fare_selected_users,
+        cast(sum(has_begun_checkout) as {{ dbt.type_bigint() }}) as checkout_users,
+        cast(sum(is_converted) as {{ dbt.type_bigint() }}) as purchased_users
 
-    from human_searches
+    from user_days
     group by 1, 2
 
 ),

@@ -14,8 +14,8 @@ renamed as (
         user_id,
         session_id,
         platform,
-        cast(occurred_at as {{ dbt.type_timestamp() }}) as checkout_started_at,
-        cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
+        {{ utc_timestamp('occurred_at') }} as checkout_started_at,
+        {{ utc_timestamp('received_at') }} as received_at,
         search_id,
         cast(price_eur as {{ dbt.type_numeric() }}) as price_eur,
         {{ delivery_columns() }}

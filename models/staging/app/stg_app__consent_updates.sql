@@ -14,8 +14,8 @@ renamed as (
         user_id,
         session_id,
         platform,
-        cast(occurred_at as {{ dbt.type_timestamp() }}) as consent_updated_at,
-        cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
+        {{ utc_timestamp('occurred_at') }} as consent_updated_at,
+        {{ utc_timestamp('received_at') }} as received_at,
         cast(marketing_consent as {{ dbt.type_boolean() }}) as marketing_consent,
         {{ delivery_columns() }}
 

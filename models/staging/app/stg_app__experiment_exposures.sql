@@ -14,8 +14,8 @@ renamed as (
         user_id,
         session_id,
         platform,
-        cast(occurred_at as {{ dbt.type_timestamp() }}) as exposed_at,
-        cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
+        {{ utc_timestamp('occurred_at') }} as exposed_at,
+        {{ utc_timestamp('received_at') }} as received_at,
         experiment_id,
         variant,
         {{ delivery_columns() }}

@@ -14,8 +14,8 @@ renamed as (
         user_id,
         session_id,
         platform,
-        cast(occurred_at as {{ dbt.type_timestamp() }}) as refunded_at,
-        cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
+        {{ utc_timestamp('occurred_at') }} as refunded_at,
+        {{ utc_timestamp('received_at') }} as received_at,
         booking_id,
         cast(refund_eur as {{ dbt.type_numeric() }}) as refund_eur,
         {{ delivery_columns() }}

@@ -12,7 +12,7 @@ renamed as (
         user_id,
         email_sha256,
         email_domain,
-        cast(signup_at as {{ dbt.type_timestamp() }}) as signed_up_at,
+        {{ utc_timestamp('signup_at') }} as signed_up_at,
         country_code,
         home_station_id,
         age_band,
@@ -20,7 +20,7 @@ renamed as (
         signup_platform,
         has_loyalty_card,
         marketing_consent as has_marketing_consent,
-        cast(updated_at as {{ dbt.type_timestamp() }}) as updated_at,
+        {{ utc_timestamp('updated_at') }} as updated_at,
         email_domain = 'railflow.test' as is_internal_user,
         _loaded_at as loaded_at
 
