@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from railflow.errors import RailflowError
 from railflow.settings import REPO_ROOT, Settings
@@ -31,6 +32,14 @@ def ensure_profile(settings: Settings) -> Path:
         settings.dbt_profiles_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PROFILE_TEMPLATE, profile)
     return profile
+
+
+def project_var(name: str) -> Any:
+    """A var's default from dbt_project.yml (what dbt uses when --vars does not override it)."""
+    import yaml
+
+    project = yaml.safe_load((REPO_ROOT / "dbt_project.yml").read_text())
+    return project["vars"][name]
 
 
 def dbt_executable() -> str:
