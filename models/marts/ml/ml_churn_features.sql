@@ -85,24 +85,16 @@ activity_history as (
         lead(activity.activity_date) over (
             partition by activity.user_id order by activity.activity_date
         ) as next_activity_date,
-        sum(activity.sessions) over (
-            partition by activity.user_id order by activity.activity_date
-            rows between unbounded preceding and current row
-        ) as sessions_to_date,
-        sum(activity.searches) over (
-            partition by activity.user_id order by activity.activity_date
-            rows between unbounded preceding and current row
-        ) as searches_to_date,
-        sum(activity.bookings) over (
-            partition by activity.user_id order by activity.activity_date
-            rows between unbounded preceding and current row
-        ) as bookings_to_date,
-        sum(activity.net_revenue_eur) over (
-            partition by activity.user_id order by activity.activity_date
-            rows between unbounded preceding and current row
-        ) as net_revenue_to_date_eur
+        sum(activity.sessions) over user_to_date as sessions_to_date,
+        sum(activity.searches) over user_to_date as searches_to_date,
+        sum(activity.bookings) over user_to_date as bookings_to_date,
+        sum(activity.net_revenue_eur) over user_to_date as net_revenue_to_date_eur
 
     from activity
+    window user_to_date as (
+        partition by activity.user_id order by activity.activity_date
+        rows between unbounded preceding and current row
+    )
 
 ),
 
