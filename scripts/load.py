@@ -154,14 +154,6 @@ def validate(df: pl.DataFrame, spec: TableSpec, now: datetime) -> tuple[pl.DataF
     return good, bad
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_file(wh: Warehouse, path: Path, spec: TableSpec, now: datetime) -> BatchReport:
     batch_id = f"{spec.name}/{path.name}"
     report = BatchReport(batch_id, spec.name, str(path))
@@ -202,13 +194,15 @@ def load_file(wh: Warehouse, path: Path, spec: TableSpec, now: datetime) -> Batc
             "quarantine",
             mode="append",
         )
+    with path.open("rb") as fh:
+        file_sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
     wh.write(
         pl.DataFrame(
             {
                 "_batch_id": [batch_id],
                 "table_name": [spec.name],
                 "file_name": [path.name],
-                "file_sha256": [_file_sha256(path)],
+                "file_sha256": [file_sha256],
                 "rows_read": [report.rows_read],
                 "rows_loaded": [report.rows_loaded],
                 "rows_quarantined": [report.rows_quarantined],
