@@ -15,53 +15,35 @@ bookings as (
 
 ),
 
-outcomes as (
+exposure_bookings as (
 
     select
         exposures.exposure_id,
-        sum(
-            case
-                when
-                    bookings.purchased_at >= exposures.exposed_at
-                    and bookings.purchased_at
-                    < {{ add_days_to_timestamp(var('experiment_outcome_window_days'), 'exposures.exposed_at') }}
-                    then 1
-                else 0
-            end
-        ) as conversions,
-        sum(
-            case
-                when
-                    bookings.purchased_at >= exposures.exposed_at
-                    and bookings.purchased_at
-                    < {{ add_days_to_timestamp(var('experiment_outcome_window_days'), 'exposures.exposed_at') }}
-                    then bookings.gross_revenue_eur - bookings.discount_eur
-                else 0
-            end
-        ) as revenue_eur,
-        sum(
-            case
-                when
-                    bookings.purchased_at < exposures.exposed_at
-                    and bookings.purchased_at
-                    >= {{ add_days_to_timestamp(-1 * var('experiment_pre_period_days'), 'exposures.exposed_at') }}
-                    then bookings.gross_revenue_eur - bookings.discount_eur
-                else 0
-            end
-        ) as pre_exposure_revenue_eur,
-        sum(
-            case
-                when
-                    bookings.purchased_at < exposures.exposed_at
-                    and bookings.purchased_at
-                    >= {{ add_days_to_timestamp(-1 * var('experiment_pre_period_days'), 'exposures.exposed_at') }}
-                    then 1
-                else 0
-            end
-        ) as pre_exposure_bookings
+        bookings.gross_revenue_eur - bookings.discount_eur as paid_eur,
+        bookings.purchased_at >= exposures.exposed_at
+        and bookings.purchased_at
+        < {{ add_days_to_timestamp(var('experiment_outcome_window_days'), 'exposures.exposed_at') }}
+            as is_in_outcome_window,
+        bookings.purchased_at < exposures.exposed_at
+        and bookings.purchased_at
+        >= {{ add_days_to_timestamp(-1 * var('experiment_pre_period_days'), 'exposures.exposed_at') }}
+            as is_in_pre_period
 
     from exposures
-    left join bookings on exposures.user_id = bookings.user_id
+    inner join bookings on exposures.user_id = bookings.user_id
+
+),
+
+outcomes as (
+
+    select
+        exposure_id,
+        sum(case when is_in_outcome_window then 1 else 0 end) as conversions,
+        sum(case when is_in_outcome_window then paid_eur else 0 end) as revenue_eur,
+        sum(case when is_in_pre_period then paid_eur else 0 end) as pre_exposure_revenue_eur,
+        sum(case when is_in_pre_period then 1 else 0 end) as pre_exposure_bookings
+
+    from exposure_bookings
     group by 1
 
 ),
