@@ -77,7 +77,11 @@ final as (
         latest_search.route_id as last_searched_route,
         latest_search.searched_at as last_searched_at,
         last_booking.last_booked_at,
-        coalesce(last_booking.last_booked_at > latest_search.searched_at, false) as has_booked_since_search,
+        {#- both audiences start from users who searched recently and have not booked since -#}
+        latest_search.searched_at
+        >= {{ add_days_to_timestamp(-1 * var('crm_recent_search_days'), 'cast(users.as_of_date as ' ~ dbt.type_timestamp() ~ ')') }}
+        and not coalesce(last_booking.last_booked_at > latest_search.searched_at, false)
+            as is_recent_unbooked_searcher,
         propensity.propensity,
         propensity.intent_band,
         churn.churn_probability,

@@ -20,10 +20,7 @@ final as (
         'win_back_10_percent' as recommended_offer
 
     from eligible
-    where
-        last_searched_at >= {{ add_days_to_timestamp(-1 * var('crm_recent_search_days'), 'cast(as_of_date as ' ~ dbt.type_timestamp() ~ ')') }}
-        and not has_booked_since_search
-        and churn_probability > {{ var('crm_churn_threshold') }}
+    where is_recent_unbooked_searcher and churn_probability > {{ var('crm_churn_threshold') }}
 
 )
 

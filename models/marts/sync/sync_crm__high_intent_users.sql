@@ -23,10 +23,7 @@ final as (
         end as recommended_offer
 
     from eligible
-    where
-        last_searched_at >= {{ add_days_to_timestamp(-1 * var('crm_recent_search_days'), 'cast(as_of_date as ' ~ dbt.type_timestamp() ~ ')') }}
-        and not has_booked_since_search
-        and intent_band in ('medium', 'high')
+    where is_recent_unbooked_searcher and intent_band in ('medium', 'high')
 
 )
 
