@@ -2,7 +2,7 @@
     occurrence time) sent again, so event models partition by both: a filter on the event time
     then reaches the raw scan through this window, which lets incremental models and scoped tests
     read only recent rows instead of deduplicating the whole history. -#}
-{% macro dedupe_events(relation, partition_by='event_id', order_by='received_at, loaded_at') -%}
+{% macro dedupe_events(relation, partition_by, order_by='received_at, loaded_at') -%}
     select *
     from {{ relation }}
     where true

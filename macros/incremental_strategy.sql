@@ -33,6 +33,15 @@
     {{ return(none if since is none else (since | string)[:10]) }}
 {%- endmacro %}
 
+{#- The ISO day `days` before `since` (none stays none): a second window from one lookup. -#}
+{% macro days_before(since, days) -%}
+    {%- if since is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set day = modules.datetime.date.fromisoformat(since) - modules.datetime.timedelta(days=days) -%}
+    {{ return(day.isoformat()) }}
+{%- endmacro %}
+
 {#- `since` as a SQL literal of the column's type ('timestamp' or 'date'). -#}
 {% macro since_literal(since, data_type='timestamp') -%}
     cast('{{ since }}' as {{ dbt.type_timestamp() if data_type == 'timestamp' else 'date' }})

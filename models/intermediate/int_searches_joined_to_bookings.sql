@@ -17,7 +17,7 @@
 }}
 
 {%- set since = incremental_since('search_date', extra_days=var('attribution_window_days')) %}
-{%- set window_start = incremental_since('search_date', extra_days=2 * var('attribution_window_days')) %}
+{%- set window_start = days_before(since, var('attribution_window_days')) %}
 
 with
 
