@@ -180,15 +180,33 @@ def served_app(small_world: Settings) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+def quoted_price_box(at: AppTest):
+    return next(box for box in at.number_input if box.label == "Quoted price (EUR)")
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
-def test_real_browser_probability_changes_with_the_input(served_app: str, tmp_path: Path) -> None:
+def test_real_browser_probability_changes_with_the_input(
+    app: AppTest, served_app: str, tmp_path: Path
+) -> None:
     from selenium import webdriver
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
+
+    # The in-process run of the same page says what the browser must show: a quote far above
+    # the route's usual price, or far below it, that moves the probability (the isotonic
+    # calibration is a step function, so one side alone can land on the same step).
+    before = app.metric[0].value
+    expected: dict[str, str] = {}
+    for quote in ("4000", "1"):
+        quoted_price_box(app).set_value(float(quote)).run()
+        expected[quote] = app.metric[0].value
+    moving = [quote for quote, shown in expected.items() if shown != before]
+    assert moving, f"the model gives {before} whatever the quoted price: it ignores price"
+    quote = moving[0]
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -206,36 +224,37 @@ def test_real_browser_probability_changes_with_the_input(served_app: str, tmp_pa
                 return metric.text.splitlines()[-1]
         return ""
 
-    artifacts = REPO_ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-
     def idle() -> bool:
         # Streamlit shows its status widget while a script run is in flight
         return not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
 
+    artifacts = REPO_ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
     try:
         driver.get(served_app)
         wait.until(lambda d: probability().endswith("%") and idle())
-        before = probability()
-        # A quote far above, then far below, the route's usual price: the probability must move
-        # (the isotonic calibration is a step function, so one side alone can land on the same
-        # step). A rerun still in flight can re-render the input and drop keystrokes, so each
-        # quote is entered until the input holds it, as a user would.
+        assert probability() == before
+        # A rerun still in flight can re-render the input and drop keystrokes, so the quote is
+        # entered until the page shows its result, as a user would retype it.
         box_css = 'input[aria-label="Quoted price (EUR)"]'
-        after = before
-        for quote in ("4000", "4000", "1", "1"):
+        for _attempt in range(3):
             box = driver.find_element(By.CSS_SELECTOR, box_css)
             box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(Keys.BACKSPACE)
             box.send_keys(quote, Keys.ENTER)
             try:
                 WebDriverWait(driver, 20).until(
-                    lambda d: probability().endswith("%") and probability() != before
+                    lambda d: idle() and probability() == expected[quote]
                 )
+                break
             except TimeoutException:
                 continue
-            after = probability()
-            break
         driver.save_screenshot(str(artifacts / "pricing_simulator.png"))
-        assert after.endswith("%") and after != before, f"probability stayed at {before}"
+        shown = probability()
+        typed = driver.find_element(By.CSS_SELECTOR, box_css).get_attribute("value")
+        assert shown == expected[quote], (
+            f"after quoting {quote} (the input holds {typed!r}) the page shows {shown}, "
+            f"expected {expected[quote]} (was {before})"
+        )
     finally:
         driver.quit()

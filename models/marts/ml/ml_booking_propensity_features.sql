@@ -1,6 +1,8 @@
 {#- Point-in-time features: user history counts only what happened before the search.
     Incremental like fct_searches (a late purchase can still convert an older search); a user's
-    history before the rebuilt days is summed once per user instead of re-walking every event. -#}
+    history before the rebuilt days is summed once per user instead of re-walking every event.
+    search_id breaks ties between searches at the same instant: without it the counts, and the
+    model trained on them, would change from run to run. -#}
 {{
     config(
         materialized='incremental',
@@ -96,11 +98,11 @@ history as (
     select
         search_id,
         sum(is_search) over (
-            partition by user_id order by event_at asc, is_booking desc
+            partition by user_id order by event_at asc, is_booking desc, search_id asc
             rows between unbounded preceding and 1 preceding
         ) as user_prior_searches,
         sum(is_booking) over (
-            partition by user_id order by event_at asc, is_booking desc
+            partition by user_id order by event_at asc, is_booking desc, search_id asc
             rows between unbounded preceding and 1 preceding
         ) as user_prior_bookings
 
