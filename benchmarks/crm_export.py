@@ -9,6 +9,7 @@ is reported beside it; writing thousands of small files back to back can make th
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -45,6 +46,9 @@ WARM_RUNS = 5
 def export_seconds(audience: pl.DataFrame) -> float:
     """Seconds for one full-mode file export of `audience` (plan, encode, validate, write)."""
     with tempfile.TemporaryDirectory(prefix="railflow-bench-crm-") as tmp:
+        # start from a settled disk: the previous run's files (hundreds of MB at 1M users) are
+        # otherwise still being written back, and file creation stalls behind them
+        os.sync()
         start = time.perf_counter()
         state = pl.DataFrame(schema={"external_id": pl.String, "attributes_sha256": pl.String})
         p = plan("full", audience_objects(audience), state, set())
