@@ -2,9 +2,10 @@
 
 The throughput is that of the first export in the process, as a daily run pays it: it includes
 one-time costs (lazy imports, compiling the JSON Schema validators, loading polars plugins),
-which at 20k users are larger than the export itself. The median of WARM_RUNS further exports
-is reported beside it; writing thousands of small files back to back can make those slower
-(the previous run's files are still being flushed).
+which at 20k users are about a third of the export. The median of WARM_RUNS further exports
+is reported beside it. Each run starts after os.sync(), yet on this VM the disk slows file
+creation after a few hundred MB have been written, so the further 1M runs are slower than
+the first.
 """
 
 from __future__ import annotations
