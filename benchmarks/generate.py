@@ -1,6 +1,7 @@
 """Generator throughput at 1M and 10M events vs a row-by-row Faker loop; peak memory.
 
-Two rates are reported per scale, from one run of `python -m scripts.generate`:
+Two rates are reported per scale, from a run of `python -m scripts.generate` (the run with the
+median generation time of RUNS runs at 1M, where one run lasts about a second):
 
 - `events per second (<scale>)`: events / in-process generation time, the time the generator
   itself reports from reading the seeds to the last raw and truth file written (Faker pool,
@@ -39,6 +40,8 @@ from scripts.world import PARAMS, PLATFORMS
 ROW_BY_ROW_SAMPLE = 5_000
 SEARCHES_PER_USER = 25  # about what the simulated world has over 180 days
 SEARCHES_PER_SESSION = 1.6
+# a 1M run lasts about a second, and one run swings by +-20% with other work on the machine
+RUNS = {"1M": 3}
 GENERATED = re.compile(r"^generated in ([\d.]+) s", re.MULTILINE)
 
 
@@ -128,21 +131,25 @@ def run(quick: bool) -> dict[str, float]:
             folder.mkdir(parents=True)
             users = round(events / per_user)
             env = world_env(folder, users)
-            log = folder / "generate.log"
-            m = measure(
-                [sys.executable, "-m", "scripts.generate", "--users", str(users), "--days", "180",
-                 "--out", str(folder / "data")],
-                env,
-                log,
-            )  # fmt: skip
-            found = GENERATED.search(log.read_text())
-            if not found:
-                raise RuntimeError(
-                    f"scripts.generate did not report its generation time; see {log}"
-                )
-            in_process = float(found.group(1))
+            runs = []
+            for attempt in range(RUNS.get(label, 1)):
+                log = folder / f"generate-{attempt}.log"
+                m = measure(
+                    [sys.executable, "-m", "scripts.generate", "--users", str(users),
+                     "--days", "180", "--out", str(folder / "data")],
+                    env,
+                    log,
+                )  # fmt: skip
+                found = GENERATED.search(log.read_text())
+                if not found:
+                    raise RuntimeError(
+                        f"scripts.generate did not report its generation time; see {log}"
+                    )
+                runs.append((float(found.group(1)), m))
+            in_process, m = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
             produced = count_raw_events(folder / "data" / "raw")
             results[f"events generated ({label})"] = produced
+            results[f"runs, median reported ({label})"] = len(runs)
             results[f"wall seconds ({label})"] = round(m["wall_s"], 2)
             results[f"generation seconds ({label})"] = round(in_process, 2)
             results[f"events per second ({label})"] = round(produced / in_process)
