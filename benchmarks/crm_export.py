@@ -14,29 +14,49 @@ import os
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from analysis.crm_export import audience_objects, batches, plan, write_files
+from scripts.reference import load_reference
+
+SEGMENTS = ["Champions", "Loyal", "New or promising", "At risk", "Hibernating", "Needs attention"]
+BANDS = ["low", "medium", "high"]
 
 
 def synthetic_audience(n: int) -> pl.DataFrame:
+    """n users as the sync marts deliver them, with values as varied as the real ones: every
+    segment and band, routes from the seeds, search times to the microsecond over 30 days,
+    churn probabilities as floats, and the offer each audience's rule picks."""
     rng = np.random.default_rng(0)
-    ids = [f"usr_{i:07d}" for i in range(n)]
+    routes = load_reference().routes
+    route_ids = (routes["origin_station_id"] + "-" + routes["destination_station_id"]).to_numpy()
+    audience = np.where(rng.random(n) < 0.5, "high_intent", "high_churn_risk")
+    # the high-intent audience is the medium and high propensity bands only
+    propensity_band = np.where(
+        audience == "high_intent", rng.choice(BANDS[1:], n), rng.choice(BANDS, n)
+    )
+    offer = np.where(
+        audience == "high_churn_risk",
+        "win_back_10_percent",
+        np.where(propensity_band == "medium", "discount_5_percent", "reminder_no_discount"),
+    )
+    searched_us = rng.integers(0, 30 * 86_400 * 1_000_000, n)
     return pl.DataFrame(
         {
-            "external_id": ids,
-            "audience": np.where(rng.random(n) < 0.5, "high_intent", "high_churn_risk"),
-            "segment_name": "Champions",
-            "churn_band": "high",
+            "external_id": [f"usr_{i:07d}" for i in range(n)],
+            "audience": audience,
+            "segment_name": rng.choice(SEGMENTS, n),
+            "churn_band": rng.choice(BANDS, n),
             "churn_probability": rng.random(n),
-            "propensity_band": "medium",
-            "last_searched_route": "FRPLY-FRLPD",
-            "last_searched_at": datetime(2026, 8, 1, tzinfo=UTC),
-            "recommended_offer": "discount_5_percent",
+            "propensity_band": propensity_band,
+            "last_searched_route": rng.choice(route_ids, n),
+            "last_searched_at": pl.Series(searched_us).cast(pl.Duration("us"))
+            + datetime(2026, 8, 1),  # the warehouse's timestamps are UTC without a zone
+            "recommended_offer": offer,
         }
     )
 
