@@ -9,6 +9,7 @@ against their full refresh, and the fixed cost of starting dbt are reported besi
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from collections import Counter
 from datetime import date
@@ -58,7 +59,8 @@ def run(quick: bool) -> dict[str, float]:
             full = measure(build, dbt_env)
             if label == "1M":
                 results |= build_counts(Path(env["DBT_TARGET_PATH"]))
-            measure(stage_cmd("load"), env)  # the 181st day arrives
+            # the 181st day arrives: its rows were deleted from batches loaded before
+            measure([sys.executable, "-m", "scripts.load", "--reload"], env)
             lookback = int(project_var("lookback_days"))
             test_since = date.fromordinal(cutoff - lookback).isoformat()
             daily = measure([*build, "--vars", f"{{test_since: {test_since}}}"], dbt_env)

@@ -1,9 +1,11 @@
 """Load data/raw/ into the warehouse `raw` layer, validating every row against the tracking plan.
 
-    python -m scripts.load [--raw-dir data/raw] [--tables search_route users]
+    python -m scripts.load [--raw-dir data/raw] [--tables search_route users] [--reload]
 
 - Each file is a batch (`<table>/<file name>`). Loading a batch replaces the rows of the same
-  batch id, so loading twice leaves the same rows (idempotent).
+  batch id, so loading twice leaves the same rows (idempotent). A batch whose file has not
+  changed since its last load (same SHA-256 in `audit.load_batches`) is skipped and reported as
+  unchanged: a daily run reads only new or changed files. `--reload` loads every file again.
 - Rows that break the plan (missing required column, wrong type, null key, unparseable or future
   timestamp, unknown station, value outside its enum or range) go to `audit.quarantine` with the
   reason; extra columns are dropped and reported. Every input row is accounted for:
@@ -18,7 +20,7 @@ import argparse
 import hashlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +55,7 @@ class BatchReport:
     rows_quarantined: int = 0
     extra_columns: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    unchanged: bool = False  # loaded before from the same file: skipped
 
     def check(self) -> None:
         if self.rows_loaded + self.rows_quarantined != self.rows_read:
@@ -154,9 +157,28 @@ def validate(df: pl.DataFrame, spec: TableSpec, now: datetime) -> tuple[pl.DataF
     return good, bad
 
 
-def load_file(wh: Warehouse, path: Path, spec: TableSpec, now: datetime) -> BatchReport:
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def loaded_batches(wh: Warehouse) -> dict[str, str]:
+    """The SHA-256 of the file each batch id was last loaded from."""
+    if not wh.table_exists("audit", "load_batches"):
+        return {}
+    rows = wh.query(f"select _batch_id, file_sha256 from {wh.table('audit', 'load_batches')}")
+    return dict(zip(rows["_batch_id"].to_list(), rows["file_sha256"].to_list(), strict=True))
+
+
+def load_file(
+    wh: Warehouse, path: Path, spec: TableSpec, now: datetime, loaded: Mapping[str, str]
+) -> BatchReport:
     batch_id = f"{spec.name}/{path.name}"
     report = BatchReport(batch_id, spec.name, str(path))
+    digest = file_sha256(path)
+    if loaded.get(batch_id) == digest:
+        report.unchanged = True
+        return report
     df = read_batch(path)
     report.rows_read = df.height
     report.extra_columns = [c for c in df.columns if c not in spec.schema]
@@ -194,15 +216,13 @@ def load_file(wh: Warehouse, path: Path, spec: TableSpec, now: datetime) -> Batc
             "quarantine",
             mode="append",
         )
-    with path.open("rb") as fh:
-        file_sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
     wh.write(
         pl.DataFrame(
             {
                 "_batch_id": [batch_id],
                 "table_name": [spec.name],
                 "file_name": [path.name],
-                "file_sha256": [file_sha256],
+                "file_sha256": [digest],
                 "rows_read": [report.rows_read],
                 "rows_loaded": [report.rows_loaded],
                 "rows_quarantined": [report.rows_quarantined],
@@ -219,7 +239,10 @@ def load_file(wh: Warehouse, path: Path, spec: TableSpec, now: datetime) -> Batc
 
 
 def load(
-    settings: Settings, tables: Sequence[str] | None = None, raw_dir: Path | None = None
+    settings: Settings,
+    tables: Sequence[str] | None = None,
+    raw_dir: Path | None = None,
+    reload: bool = False,
 ) -> list[BatchReport]:
     raw_dir = raw_dir or settings.raw_dir
     plan = load_plan()
@@ -231,10 +254,11 @@ def load(
     now = datetime.now(UTC).replace(microsecond=0)
     reports: list[BatchReport] = []
     with connect(settings, read_only=False) as wh:
+        loaded = {} if reload else loaded_batches(wh)
         for name in tables or list(plan):
             files = sorted((raw_dir / name).glob("*.parquet"))
             for path in files:
-                reports.append(load_file(wh, path, plan[name], now))
+                reports.append(load_file(wh, path, plan[name], now, loaded))
             if not files:
                 log.warning("no files for raw table %s in %s", name, raw_dir / name)
     return reports
@@ -243,6 +267,8 @@ def load(
 def summarise(reports: Sequence[BatchReport]) -> dict[str, tuple[int, int, int]]:
     totals: dict[str, tuple[int, int, int]] = {}
     for r in reports:
+        if r.unchanged:
+            continue
         read, loaded, quarantined = totals.get(r.table, (0, 0, 0))
         totals[r.table] = (
             read + r.rows_read,
@@ -253,14 +279,20 @@ def summarise(reports: Sequence[BatchReport]) -> dict[str, tuple[int, int, int]]
 
 
 def format_summary(reports: Sequence[BatchReport]) -> str:
-    lines = [f"{'table':<22}{'read':>12}{'loaded':>12}{'quarantined':>13}"]
-    for table, (read, loaded, quarantined) in summarise(reports).items():
+    totals = summarise(reports)
+    lines = [f"{'table':<22}{'read':>12}{'loaded':>12}{'quarantined':>13}"] if totals else []
+    for table, (read, loaded, quarantined) in totals.items():
         lines.append(f"{table:<22}{read:>12,}{loaded:>12,}{quarantined:>13,}")
     for r in reports:
         if r.extra_columns:
             lines.append(f"note: {r.file}: extra columns ignored: {', '.join(r.extra_columns)}")
         for reason, n in sorted(r.reasons.items()):
             lines.append(f"quarantined {n:,} row(s) of {r.file}: {reason}")
+    if unchanged := sum(r.unchanged for r in reports):
+        lines.append(
+            f"skipped {unchanged:,} batch(es) unchanged since their last load "
+            "(python -m scripts.load --reload loads them again)"
+        )
     return "\n".join(lines)
 
 
@@ -273,7 +305,11 @@ def stage(settings: Settings) -> StageResult:
     return StageResult(
         rows=read,
         outputs=[f"{settings.duckdb_path} ({settings.schema('raw')}, {settings.schema('audit')})"],
-        metrics={"rows loaded": f"{read - quarantined:,}", "rows quarantined": f"{quarantined:,}"},
+        metrics={
+            "rows loaded": f"{read - quarantined:,}",
+            "rows quarantined": f"{quarantined:,}",
+            "batches unchanged": sum(r.unchanged for r in reports),
+        },
     )
 
 
@@ -284,6 +320,9 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
     )
     parser.add_argument("--raw-dir", type=Path, default=defaults.raw_dir, help="raw files folder")
     parser.add_argument("--tables", nargs="+", metavar="TABLE", help="only these raw tables")
+    parser.add_argument(
+        "--reload", action="store_true", help="load every file again, changed or not"
+    )
     return parser
 
 
@@ -292,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = get_settings()
     args = build_parser(settings).parse_args(argv)
-    reports = load(settings, args.tables, args.raw_dir)
+    reports = load(settings, args.tables, args.raw_dir, reload=args.reload)
     print(format_summary(reports))
 
 

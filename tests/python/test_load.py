@@ -14,7 +14,7 @@ import pytest
 from railflow.settings import REPO_ROOT, Settings
 from railflow.warehouse import connect
 from scripts.generate import generate
-from scripts.load import LoadError, load, summarise
+from scripts.load import LoadError, format_summary, load, summarise
 from scripts.reference import SeedError, read_seed
 
 TABLE = "search_route"
@@ -47,8 +47,8 @@ def replace_file(raw: Path, df: pl.DataFrame) -> None:
     df.write_parquet(raw / TABLE / "part-00000.parquet")
 
 
-def load_searches(settings: Settings) -> tuple[int, int, int, pl.DataFrame]:
-    reports = load(settings, [TABLE])
+def load_searches(settings: Settings, reload: bool = False) -> tuple[int, int, int, pl.DataFrame]:
+    reports = load(settings, [TABLE], reload=reload)
     read, loaded, quarantined = summarise(reports)[TABLE]
     with connect(settings) as wh:
         quarantine = (
@@ -187,11 +187,23 @@ def searches_schema_only(raw: Path) -> pl.DataFrame:
 
 def test_loading_the_same_batch_twice_is_idempotent(settings: Settings, raw: Path) -> None:
     first = load_searches(settings)
-    second = load_searches(settings)
-    assert first[:3] == second[:3]
+    # unchanged since its last load: skipped, and the summary says how to load it anyway
+    again = load(settings, [TABLE])
+    assert [r.unchanged for r in again] == [True]
+    assert "skipped 1 batch(es) unchanged" in format_summary(again)
+    # loaded again on request: the batch's rows are replaced, not added
+    reloaded = load_searches(settings, reload=True)
+    assert first[:3] == reloaded[:3]
     with connect(settings) as wh:
         batches = wh.read("audit", "load_batches")
     assert batches.height == 1 and batches["rows_loaded"][0] == first[1]
+
+
+def test_a_changed_file_replaces_its_batch(settings: Settings, raw: Path) -> None:
+    load_searches(settings)
+    replace_file(raw, searches(raw).head(25))
+    read, loaded, quarantined, _ = load_searches(settings)  # in_raw == loaded is checked
+    assert (read, loaded, quarantined) == (25, 25, 0)
 
 
 def test_seed_with_wrong_encoding_is_reported(tmp_path: Path) -> None:
