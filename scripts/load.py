@@ -1,11 +1,14 @@
 """Load data/raw/ into the warehouse `raw` layer, validating every row against the tracking plan.
 
-    python -m scripts.load [--raw-dir data/raw] [--tables search_route users] [--reload]
+    python -m scripts.load [--raw-dir data/raw] [--tables search_route users] [--reload] [--prune]
 
 - Each file is a batch (`<table>/<file name>`). Loading a batch replaces the rows of the same
   batch id, so loading twice leaves the same rows (idempotent). A batch whose file has not
   changed since its last load (same SHA-256 in `audit.load_batches`) is skipped and reported as
   unchanged: a daily run reads only new or changed files. `--reload` loads every file again.
+- `--prune` removes the batches whose files are gone from the raw folder (rows, quarantine
+  entries and accounting). The pipeline prunes, since each generated world replaces the last
+  one whole; a landing folder that is emptied after loading must not be pruned.
 - Rows that break the plan (missing required column, wrong type, null key, unparseable or future
   timestamp, unknown station, value outside its enum or range) go to `audit.quarantine` with the
   reason; extra columns are dropped and reported. Every input row is accounted for:
@@ -56,6 +59,7 @@ class BatchReport:
     extra_columns: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
     unchanged: bool = False  # loaded before from the same file: skipped
+    rows_removed: int | None = None  # pruned: its file is gone, and so are its rows
 
     def check(self) -> None:
         if self.rows_loaded + self.rows_quarantined != self.rows_read:
@@ -170,6 +174,19 @@ def loaded_batches(wh: Warehouse) -> dict[str, str]:
     return dict(zip(rows["_batch_id"].to_list(), rows["file_sha256"].to_list(), strict=True))
 
 
+def delete_batch(wh: Warehouse, table: str, batch_id: str) -> int:
+    """Delete a batch's raw rows, quarantine entries and accounting; returns its raw rows."""
+    rows = 0
+    if wh.table_exists("raw", table):
+        raw = wh.table("raw", table)
+        found = wh.query(f"select count(*) as n from {raw} where _batch_id = $b", {"b": batch_id})
+        rows = int(found["n"][0])
+    for layer, name in (("raw", table), ("audit", "quarantine"), ("audit", "load_batches")):
+        if wh.table_exists(layer, name):
+            wh.execute(f"delete from {wh.table(layer, name)} where _batch_id = $b", {"b": batch_id})
+    return rows
+
+
 def load_file(
     wh: Warehouse, path: Path, spec: TableSpec, now: datetime, loaded: Mapping[str, str]
 ) -> BatchReport:
@@ -187,12 +204,7 @@ def load_file(
     report.check()
     loaded_at = pl.lit(now, dtype=TS)
     good = good.with_columns(pl.lit(batch_id).alias("_batch_id"), loaded_at.alias("_loaded_at"))
-    # idempotent: this batch's earlier rows (and quarantine entries) are replaced
-    for layer, table in (("raw", spec.name), ("audit", "quarantine"), ("audit", "load_batches")):
-        if wh.table_exists(layer, table):
-            wh.execute(
-                f"delete from {wh.table(layer, table)} where _batch_id = $b", {"b": batch_id}
-            )
+    delete_batch(wh, spec.name, batch_id)  # idempotent: its earlier rows are replaced
     kind = "events" if spec.kind == "event" else "users"
     wh.write(
         good,
@@ -243,6 +255,7 @@ def load(
     tables: Sequence[str] | None = None,
     raw_dir: Path | None = None,
     reload: bool = False,
+    prune: bool = False,
 ) -> list[BatchReport]:
     raw_dir = raw_dir or settings.raw_dir
     plan = load_plan()
@@ -254,20 +267,28 @@ def load(
     now = datetime.now(UTC).replace(microsecond=0)
     reports: list[BatchReport] = []
     with connect(settings, read_only=False) as wh:
-        loaded = {} if reload else loaded_batches(wh)
+        recorded = loaded_batches(wh)
+        loaded = {} if reload else recorded
         for name in tables or list(plan):
             files = sorted((raw_dir / name).glob("*.parquet"))
             for path in files:
                 reports.append(load_file(wh, path, plan[name], now, loaded))
             if not files:
                 log.warning("no files for raw table %s in %s", name, raw_dir / name)
+            if prune:
+                present = {f"{name}/{path.name}" for path in files}
+                for batch_id in sorted(recorded):
+                    if batch_id.split("/", 1)[0] == name and batch_id not in present:
+                        report = BatchReport(batch_id, name, str(raw_dir / batch_id))
+                        report.rows_removed = delete_batch(wh, name, batch_id)
+                        reports.append(report)
     return reports
 
 
 def summarise(reports: Sequence[BatchReport]) -> dict[str, tuple[int, int, int]]:
     totals: dict[str, tuple[int, int, int]] = {}
     for r in reports:
-        if r.unchanged:
+        if r.unchanged or r.rows_removed is not None:
             continue
         read, loaded, quarantined = totals.get(r.table, (0, 0, 0))
         totals[r.table] = (
@@ -288,6 +309,12 @@ def format_summary(reports: Sequence[BatchReport]) -> str:
             lines.append(f"note: {r.file}: extra columns ignored: {', '.join(r.extra_columns)}")
         for reason, n in sorted(r.reasons.items()):
             lines.append(f"quarantined {n:,} row(s) of {r.file}: {reason}")
+    removed = [r for r in reports if r.rows_removed is not None]
+    if removed:
+        lines.append(
+            f"removed {len(removed):,} batch(es), {sum(r.rows_removed or 0 for r in removed):,} "
+            "row(s), whose files are no longer in the raw folder"
+        )
     if unchanged := sum(r.unchanged for r in reports):
         lines.append(
             f"skipped {unchanged:,} batch(es) unchanged since their last load "
@@ -297,7 +324,8 @@ def format_summary(reports: Sequence[BatchReport]) -> str:
 
 
 def stage(settings: Settings) -> StageResult:
-    reports = load(settings)
+    # the generator replaces the whole world, so batches of an earlier, larger world must go
+    reports = load(settings, prune=True)
     totals = summarise(reports)
     read = sum(t[0] for t in totals.values())
     quarantined = sum(t[2] for t in totals.values())
@@ -309,6 +337,7 @@ def stage(settings: Settings) -> StageResult:
             "rows loaded": f"{read - quarantined:,}",
             "rows quarantined": f"{quarantined:,}",
             "batches unchanged": sum(r.unchanged for r in reports),
+            "batches removed": sum(r.rows_removed is not None for r in reports),
         },
     )
 
@@ -323,6 +352,11 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
     parser.add_argument(
         "--reload", action="store_true", help="load every file again, changed or not"
     )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove the batches whose files are gone from the raw folder",
+    )
     return parser
 
 
@@ -331,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = get_settings()
     args = build_parser(settings).parse_args(argv)
-    reports = load(settings, args.tables, args.raw_dir, reload=args.reload)
+    reports = load(settings, args.tables, args.raw_dir, reload=args.reload, prune=args.prune)
     print(format_summary(reports))
 
 

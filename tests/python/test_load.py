@@ -15,6 +15,7 @@ from railflow.settings import REPO_ROOT, Settings
 from railflow.warehouse import connect
 from scripts.generate import generate
 from scripts.load import LoadError, format_summary, load, summarise
+from scripts.load import stage as load_stage
 from scripts.reference import SeedError, read_seed
 
 TABLE = "search_route"
@@ -204,6 +205,42 @@ def test_a_changed_file_replaces_its_batch(settings: Settings, raw: Path) -> Non
     replace_file(raw, searches(raw).head(25))
     read, loaded, quarantined, _ = load_searches(settings)  # in_raw == loaded is checked
     assert (read, loaded, quarantined) == (25, 25, 0)
+
+
+def raw_rows(settings: Settings) -> int:
+    with connect(settings) as wh:
+        return wh.query(f"select count(*) as n from {wh.table('raw', TABLE)}")["n"][0]
+
+
+def test_the_pipeline_prunes_batches_whose_files_are_gone(settings: Settings, raw: Path) -> None:
+    """A smaller world has fewer part files: the rows of the larger one's extra parts must go."""
+    whole = searches(raw).height
+    extra = raw / TABLE / "part-00001.parquet"
+    searches(raw).head(40).write_parquet(extra)
+    load(settings, [TABLE])
+    extra.unlink()
+    # the CLI's default keeps them (a landing folder may be emptied after loading)
+    load(settings, [TABLE])
+    assert raw_rows(settings) == whole + 40
+    stage_result = load_stage(settings)
+    assert stage_result.metrics["batches removed"] == 1
+    assert raw_rows(settings) == whole
+    with connect(settings) as wh:
+        batches = wh.read("audit", "load_batches").filter(pl.col("table_name") == TABLE)
+    assert batches["_batch_id"].to_list() == [f"{TABLE}/part-00000.parquet"]
+    pruned = load(settings, [TABLE], prune=True)  # nothing left to remove
+    assert [r.rows_removed for r in pruned] == [None]
+
+
+def test_pruning_reports_what_it_removed(settings: Settings, raw: Path) -> None:
+    extra = raw / TABLE / "part-00001.parquet"
+    searches(raw).head(40).write_parquet(extra)
+    load(settings, [TABLE])
+    extra.unlink()
+    reports = load(settings, [TABLE], prune=True)
+    removed = [(r.batch_id, r.rows_removed) for r in reports if r.rows_removed is not None]
+    assert removed == [(f"{TABLE}/part-00001.parquet", 40)]
+    assert "removed 1 batch(es), 40 row(s)" in format_summary(reports)
 
 
 def test_seed_with_wrong_encoding_is_reported(tmp_path: Path) -> None:
