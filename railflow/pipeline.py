@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from railflow.dbt import run_dbt
 from railflow.errors import SettingsError, cli_entrypoint
 from railflow.settings import Settings, get_settings
+from railflow.warehouse import connect
 
 log = logging.getLogger("railflow.pipeline")
 
@@ -54,9 +55,25 @@ class StageRun:
 
 
 def dbt_build_stage(settings: Settings) -> StageResult:
-    """Seeds, snapshots, models and tests, except the post-scoring (sync) layer."""
-    run_dbt(settings, ["build", "--exclude", "tag:post_scoring"])
-    return StageResult(outputs=[f"{settings.duckdb_path} (staging, marts)"])
+    """Seeds, snapshots, models and tests, except the post-scoring (sync) layer.
+
+    Incremental models rebuild only their recent days, which is right while loads add data.
+    When a load replaced or removed batches it had loaded before (another seed, a smaller
+    world), older days changed too: the build is then a full refresh.
+    """
+    from scripts.load import clear_rewrites, pending_rewrites
+
+    with connect(settings) as wh:
+        rewritten = pending_rewrites(wh)
+    args = ["build", "--exclude", "tag:post_scoring"]
+    run_dbt(settings, [*args, "--full-refresh"] if rewritten else args)
+    if rewritten:
+        with connect(settings, read_only=False) as wh:
+            clear_rewrites(wh)
+    refresh = f"yes, {rewritten:,} loaded batch(es) changed or removed" if rewritten else "no"
+    return StageResult(
+        outputs=[f"{settings.duckdb_path} (staging, marts)"], metrics={"full refresh": refresh}
+    )
 
 
 def dbt_sync_stage(settings: Settings) -> StageResult:

@@ -9,6 +9,9 @@
 - `--prune` removes the batches whose files are gone from the raw folder (rows, quarantine
   entries and accounting). The pipeline prunes, since each generated world replaces the last
   one whole; a landing folder that is emptied after loading must not be pruned.
+- A batch replaced by different content, or pruned, rewrites history that incremental dbt
+  models have already built on: it is recorded in `audit.history_rewrites`, and the pipeline's
+  next dbt build is a full refresh (which then clears the record).
 - Rows that break the plan (missing required column, wrong type, null key, unparseable or future
   timestamp, unknown station, value outside its enum or range) go to `audit.quarantine` with the
   reason; extra columns are dropped and reported. Every input row is accounted for:
@@ -187,13 +190,53 @@ def delete_batch(wh: Warehouse, table: str, batch_id: str) -> int:
     return rows
 
 
+def record_rewrite(wh: Warehouse, table: str, batch_id: str, reason: str, now: datetime) -> None:
+    """Note that an already-loaded batch changed or went: incremental models need a rebuild."""
+    wh.write(
+        pl.DataFrame(
+            {
+                "_batch_id": [batch_id],
+                "table_name": [table],
+                "reason": [reason],
+                "rewritten_at": [now],
+            },
+            schema_overrides={"rewritten_at": TS},
+        ),
+        "audit",
+        "history_rewrites",
+        mode="append",
+    )
+
+
+def pending_rewrites(wh: Warehouse) -> int:
+    """Batches changed or removed since the last full refresh of the dbt models."""
+    if not wh.table_exists("audit", "history_rewrites"):
+        return 0
+    return int(
+        wh.query(f"select count(*) as n from {wh.table('audit', 'history_rewrites')}")["n"][0]
+    )
+
+
+def clear_rewrites(wh: Warehouse) -> None:
+    """After a full refresh: the models are built from the history as it now stands."""
+    if wh.table_exists("audit", "history_rewrites"):
+        wh.execute(f"delete from {wh.table('audit', 'history_rewrites')}")
+
+
 def load_file(
-    wh: Warehouse, path: Path, spec: TableSpec, now: datetime, loaded: Mapping[str, str]
+    wh: Warehouse,
+    path: Path,
+    spec: TableSpec,
+    now: datetime,
+    recorded: Mapping[str, str],
+    reload: bool = False,
 ) -> BatchReport:
+    """Load one file as a batch; `recorded` maps loaded batch ids to their files' SHA-256."""
     batch_id = f"{spec.name}/{path.name}"
     report = BatchReport(batch_id, spec.name, str(path))
     digest = file_sha256(path)
-    if loaded.get(batch_id) == digest:
+    previous = recorded.get(batch_id)
+    if previous == digest and not reload:
         report.unchanged = True
         return report
     df = read_batch(path)
@@ -205,6 +248,8 @@ def load_file(
     loaded_at = pl.lit(now, dtype=TS)
     good = good.with_columns(pl.lit(batch_id).alias("_batch_id"), loaded_at.alias("_loaded_at"))
     delete_batch(wh, spec.name, batch_id)  # idempotent: its earlier rows are replaced
+    if previous is not None and previous != digest:
+        record_rewrite(wh, spec.name, batch_id, "changed", now)
     kind = "events" if spec.kind == "event" else "users"
     wh.write(
         good,
@@ -268,11 +313,10 @@ def load(
     reports: list[BatchReport] = []
     with connect(settings, read_only=False) as wh:
         recorded = loaded_batches(wh)
-        loaded = {} if reload else recorded
         for name in tables or list(plan):
             files = sorted((raw_dir / name).glob("*.parquet"))
             for path in files:
-                reports.append(load_file(wh, path, plan[name], now, loaded))
+                reports.append(load_file(wh, path, plan[name], now, recorded, reload))
             if not files:
                 log.warning("no files for raw table %s in %s", name, raw_dir / name)
             if prune:
@@ -281,6 +325,7 @@ def load(
                     if batch_id.split("/", 1)[0] == name and batch_id not in present:
                         report = BatchReport(batch_id, name, str(raw_dir / batch_id))
                         report.rows_removed = delete_batch(wh, name, batch_id)
+                        record_rewrite(wh, name, batch_id, "removed", now)
                         reports.append(report)
     return reports
 

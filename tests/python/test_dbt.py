@@ -12,10 +12,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from railflow.dbt import run_dbt
+from railflow.pipeline import dbt_build_stage
 from railflow.settings import Settings
 from railflow.warehouse import connect
 from scripts.generate import generate
-from scripts.load import load
+from scripts.load import load, pending_rewrites
+from scripts.load import stage as load_stage
 
 
 def test_dbt_build_passed_every_node(small_world: Settings) -> None:
@@ -166,3 +168,28 @@ def test_a_second_build_of_the_same_raw_data_gives_the_same_tables(
             assert_frame_equal(
                 before.sort(order), after.sort(order), check_exact=False, rel_tol=1e-9
             )
+
+
+def test_a_new_world_makes_the_next_build_a_full_refresh(
+    small_world: Settings, tmp_path: Path
+) -> None:
+    """Another seed changes every batch loaded before. Incremental models would rebuild only
+    their recent days and keep the old world's older ones; the pipeline's build refreshes."""
+    settings = small_world.with_overrides(
+        data_dir=tmp_path / "data",
+        duckdb_path=tmp_path / "data" / "warehouse.duckdb",
+        dbt_target_path=tmp_path / "target",
+    )
+    settings.data_dir.mkdir()
+    shutil.copy(small_world.duckdb_path, settings.duckdb_path)
+    generate(settings.data_dir, 400, 60, date(2026, 3, 1), 99, settings.pii_salt, progress=False)
+    load_stage(settings)
+    result = dbt_build_stage(settings)
+    assert result.metrics["full refresh"].startswith("yes")
+    with connect(settings) as wh:
+        counts = wh.query(
+            "select (select count(*) from marts.fct_searches) as facts, "
+            "(select count(*) from staging.stg_app__searches) as staged"
+        )
+        assert counts["facts"][0] == counts["staged"][0] > 0
+        assert pending_rewrites(wh) == 0

@@ -14,7 +14,7 @@ import pytest
 from railflow.settings import REPO_ROOT, Settings
 from railflow.warehouse import connect
 from scripts.generate import generate
-from scripts.load import LoadError, format_summary, load, summarise
+from scripts.load import LoadError, format_summary, load, pending_rewrites, summarise
 from scripts.load import stage as load_stage
 from scripts.reference import SeedError, read_seed
 
@@ -195,6 +195,7 @@ def test_loading_the_same_batch_twice_is_idempotent(settings: Settings, raw: Pat
     # loaded again on request: the batch's rows are replaced, not added
     reloaded = load_searches(settings, reload=True)
     assert first[:3] == reloaded[:3]
+    assert rewrites(settings) == 0  # same content: the history the models built on stands
     with connect(settings) as wh:
         batches = wh.read("audit", "load_batches")
     assert batches.height == 1 and batches["rows_loaded"][0] == first[1]
@@ -202,9 +203,16 @@ def test_loading_the_same_batch_twice_is_idempotent(settings: Settings, raw: Pat
 
 def test_a_changed_file_replaces_its_batch(settings: Settings, raw: Path) -> None:
     load_searches(settings)
+    assert rewrites(settings) == 0
     replace_file(raw, searches(raw).head(25))
     read, loaded, quarantined, _ = load_searches(settings)  # in_raw == loaded is checked
     assert (read, loaded, quarantined) == (25, 25, 0)
+    assert rewrites(settings) == 1  # the next pipeline build is a full refresh
+
+
+def rewrites(settings: Settings) -> int:
+    with connect(settings) as wh:
+        return pending_rewrites(wh)
 
 
 def raw_rows(settings: Settings) -> int:
@@ -241,6 +249,7 @@ def test_pruning_reports_what_it_removed(settings: Settings, raw: Path) -> None:
     removed = [(r.batch_id, r.rows_removed) for r in reports if r.rows_removed is not None]
     assert removed == [(f"{TABLE}/part-00001.parquet", 40)]
     assert "removed 1 batch(es), 40 row(s)" in format_summary(reports)
+    assert rewrites(settings) == 1
 
 
 def test_seed_with_wrong_encoding_is_reported(tmp_path: Path) -> None:
