@@ -530,14 +530,12 @@ def write_files(out_dir: Path, requests: list[Batch], manifest: dict[str, Any]) 
             raise CrmExportError(f"batch {i} does not match schemas/crm/users_track: {error}")
         # compact canonical JSON: what is sent over HTTP, byte for byte
         name = f"batch-{i:05d}.json"
-        digest = hashlib.sha256()
-        with (out_dir / name).open("wb") as f:
-            for part in batch.parts:
-                f.write(part)
-                digest.update(part)
-            key = key_from_digest(digest)  # idempotency_key(body), without hashing it twice
-            f.write(b"\n")
-            digest.update(b"\n")
+        body = batch.body
+        digest = hashlib.sha256(body)
+        key = key_from_digest(digest)  # idempotency_key(body), without hashing it twice
+        digest.update(b"\n")
+        with (out_dir / name).open("wb", buffering=0) as f:  # one write of the whole file
+            f.write(body + b"\n")
         manifest["batches"].append(
             {
                 "file": name,
