@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -169,25 +170,26 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def loaded_batches(wh: Warehouse) -> dict[str, str]:
-    """The SHA-256 of the file each batch id was last loaded from."""
+class LoadedBatch(NamedTuple):
+    file_sha256: str  # of the file it was last loaded from
+    rows_loaded: int  # its rows in raw (the accounting of audit.load_batches)
+
+
+def loaded_batches(wh: Warehouse) -> dict[str, LoadedBatch]:
+    """Every batch loaded so far, by batch id."""
     if not wh.table_exists("audit", "load_batches"):
         return {}
-    rows = wh.query(f"select _batch_id, file_sha256 from {wh.table('audit', 'load_batches')}")
-    return dict(zip(rows["_batch_id"].to_list(), rows["file_sha256"].to_list(), strict=True))
+    rows = wh.query(
+        f"select _batch_id, file_sha256, rows_loaded from {wh.table('audit', 'load_batches')}"
+    )
+    return {batch_id: LoadedBatch(sha, n) for batch_id, sha, n in rows.iter_rows()}
 
 
-def delete_batch(wh: Warehouse, table: str, batch_id: str) -> int:
-    """Delete a batch's raw rows, quarantine entries and accounting; returns its raw rows."""
-    rows = 0
-    if wh.table_exists("raw", table):
-        raw = wh.table("raw", table)
-        found = wh.query(f"select count(*) as n from {raw} where _batch_id = $b", {"b": batch_id})
-        rows = int(found["n"][0])
+def delete_batch(wh: Warehouse, table: str, batch_id: str) -> None:
+    """Delete a batch's raw rows, quarantine entries and accounting."""
     for layer, name in (("raw", table), ("audit", "quarantine"), ("audit", "load_batches")):
         if wh.table_exists(layer, name):
             wh.execute(f"delete from {wh.table(layer, name)} where _batch_id = $b", {"b": batch_id})
-    return rows
 
 
 def record_rewrite(wh: Warehouse, table: str, batch_id: str, reason: str, now: datetime) -> None:
@@ -228,14 +230,14 @@ def load_file(
     path: Path,
     spec: TableSpec,
     now: datetime,
-    recorded: Mapping[str, str],
+    recorded: Mapping[str, LoadedBatch],
     reload: bool = False,
 ) -> BatchReport:
-    """Load one file as a batch; `recorded` maps loaded batch ids to their files' SHA-256."""
+    """Load one file as a batch; `recorded` holds the batches loaded before."""
     batch_id = f"{spec.name}/{path.name}"
     report = BatchReport(batch_id, spec.name, str(path))
     digest = file_sha256(path)
-    previous = recorded.get(batch_id)
+    previous = recorded[batch_id].file_sha256 if batch_id in recorded else None
     if previous == digest and not reload:
         report.unchanged = True
         return report
@@ -324,7 +326,8 @@ def load(
                 for batch_id in sorted(recorded):
                     if batch_id.split("/", 1)[0] == name and batch_id not in present:
                         report = BatchReport(batch_id, name, str(raw_dir / batch_id))
-                        report.rows_removed = delete_batch(wh, name, batch_id)
+                        report.rows_removed = recorded[batch_id].rows_loaded
+                        delete_batch(wh, name, batch_id)
                         record_rewrite(wh, name, batch_id, "removed", now)
                         reports.append(report)
     return reports
