@@ -19,6 +19,7 @@ import polars as pl
 import scipy
 import sklearn
 
+from railflow.checksums import sha256_file
 from railflow.errors import RailflowError
 
 MODEL_FILE = "model.joblib"
@@ -28,11 +29,6 @@ CARD_MD = "model_card.md"
 
 class ArtifactError(RailflowError):
     """A model artifact is missing, tampered with or built by other library versions."""
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def data_fingerprint(df: pl.DataFrame) -> str:

@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,6 +33,7 @@ from typing import NamedTuple
 
 import polars as pl
 
+from railflow.checksums import sha256_file
 from railflow.errors import RailflowError, SettingsError, cli_entrypoint
 from railflow.pipeline import StageResult
 from railflow.settings import Settings, get_settings
@@ -165,11 +165,6 @@ def validate(df: pl.DataFrame, spec: TableSpec, now: datetime) -> tuple[pl.DataF
     return good, bad
 
 
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 class LoadedBatch(NamedTuple):
     file_sha256: str  # of the file it was last loaded from
     rows_loaded: int  # its rows in raw (the accounting of audit.load_batches)
@@ -236,7 +231,7 @@ def load_file(
     """Load one file as a batch; `recorded` holds the batches loaded before."""
     batch_id = f"{spec.name}/{path.name}"
     report = BatchReport(batch_id, spec.name, str(path))
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     previous = recorded[batch_id].file_sha256 if batch_id in recorded else None
     if previous == digest and not reload:
         report.unchanged = True
