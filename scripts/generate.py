@@ -20,9 +20,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-import scripts.allocator  # noqa: F401  (sets polars' allocator up: must come before polars)
-
-# isort: split
 import polars as pl
 from tqdm import tqdm
 
