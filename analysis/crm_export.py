@@ -54,7 +54,7 @@ AUDIENCES = ("high_churn_risk", "high_intent")  # sorted: a user's churn row com
 EVENT_NAME = "rf_high_intent_signal"
 _SEND_SCHEMA = {"external_id": pl.String, "attributes": pl.String, "event": pl.String,
                 "checked": pl.Boolean}  # fmt: skip
-_STATE_SCHEMA = {"external_id": pl.String, "attributes_sha256": pl.String}
+STATE_SCHEMA = {"external_id": pl.String, "attributes_sha256": pl.String}
 
 
 class CrmExportError(RailflowError):
@@ -354,7 +354,7 @@ class Plan:
     )
     invalid: list[tuple[str, str]] = field(default_factory=list)
     # external_id, attributes_sha256: the fingerprint of each valid object
-    hashes: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_STATE_SCHEMA))
+    hashes: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STATE_SCHEMA))
 
 
 def plan(
@@ -486,9 +486,9 @@ def read_inputs(wh: Warehouse) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
                 "dbt_sync stage builds it after scoring)"
             )
         frames.append(wh.read("sync", mart))
-    state = pl.DataFrame(schema=_STATE_SCHEMA)
+    state = pl.DataFrame(schema=STATE_SCHEMA)
     if wh.table_exists("audit", "crm_sync_state"):
-        state = wh.read("audit", "crm_sync_state", list(_STATE_SCHEMA))
+        state = wh.read("audit", "crm_sync_state", list(STATE_SCHEMA))
     consent = wh.query(
         f"select user_id from {wh.table('snapshots', 'users_snapshot')} "
         "where dbt_valid_to is null and has_marketing_consent"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from analysis.crm_export import audience_objects, batches, plan, write_files
+from analysis.crm_export import STATE_SCHEMA, audience_objects, batches, plan, write_files
 from scripts.reference import load_reference
 
 SEGMENTS = ["Champions", "Loyal", "New or promising", "At risk", "Hibernating", "Needs attention"]
@@ -71,7 +71,7 @@ def export_seconds(audience: pl.DataFrame, out_dir: Path) -> float:
     """Seconds for one full-mode file export of `audience` (plan, encode, validate, write)."""
     os.sync()
     start = time.perf_counter()
-    state = pl.DataFrame(schema={"external_id": pl.String, "attributes_sha256": pl.String})
+    state = pl.DataFrame(schema=STATE_SCHEMA)
     p = plan("full", audience_objects(audience), state, set())
     payloads = batches(p)
     manifest = {"schema_version": 1, "mode": "full", "generated_at": "bench",

@@ -23,6 +23,7 @@ from analysis.crm_export import (
     MARTS,
     RF_ATTRIBUTES,
     SCHEMAS,
+    STATE_SCHEMA,
     CrmExportError,
     audience_objects,
     batches,
@@ -329,9 +330,6 @@ def test_column_wise_export_matches_object_wise_definitions(tmp_path: Path) -> N
     assert sent[-1]["external_id"] == "usr_99999" and sent[-1]["email_subscribe"]
 
 
-STATE = {"external_id": pl.String, "attributes_sha256": pl.String}
-
-
 def test_a_file_with_an_invalid_event_is_not_written(tmp_path: Path) -> None:
     n = 200
     audience = pl.DataFrame(
@@ -347,7 +345,7 @@ def test_a_file_with_an_invalid_event_is_not_written(tmp_path: Path) -> None:
             "recommended_offer": "discount_5_percent",
         }
     )
-    p = plan("full", audience_objects(audience), pl.DataFrame(schema=STATE), set())
+    p = plan("full", audience_objects(audience), pl.DataFrame(schema=STATE_SCHEMA), set())
     assert p.counts["sent"] == n  # a null band is a valid attribute, not a valid event
     manifest = {"schema_version": 1, "mode": "full", "generated_at": "now", "source_marts": [],
                 "counts": p.counts, "batches": []}  # fmt: skip
