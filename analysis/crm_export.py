@@ -327,13 +327,14 @@ def _rows_valid(
     for key, values in todo.items():
         if memos[key] in all_valid:
             continue
-        verdicts = _verdicts(schemas[key], listed[key])
-        if all(verdicts):
-            all_valid.add(memos[key])
-        elif key in repeating:  # map the verdicts back to the rows
-            ok &= _per_distinct(values, partial(_verdicts, schemas[key]), pl.Boolean)
+        if key in repeating:  # once per distinct value, mapped back to the rows
+            column_ok = _per_distinct(values, partial(_verdicts, schemas[key]), pl.Boolean)
         else:
-            ok &= pl.Series(verdicts, dtype=pl.Boolean)
+            column_ok = pl.Series(_verdicts(schemas[key], listed[key]), dtype=pl.Boolean)
+        if column_ok.fill_null(False).all():
+            all_valid.add(memos[key])
+        else:
+            ok &= column_ok
     return ok.fill_null(False)
 
 
