@@ -185,7 +185,6 @@ def generate(
         previous: list[Future[None]] = []
         current: list[Future[None]] = []
         outcome_sums: list[Future[pl.DataFrame]] = []
-        for_effects: dict[str, pl.DataFrame] = {}  # the chunk's truth searches and exposures
 
         def write(kind: str, table: str, df: pl.DataFrame) -> None:
             nonlocal previous
@@ -202,15 +201,15 @@ def generate(
                     table, ParquetStream(truth_dir / f"{table}.parquet", world.n_chunks)
                 )
                 current.append(writer.submit(stream.write, df))
-                if table in ("searches", "exposures"):
-                    for_effects[table] = df
-                if len(for_effects) == 2:
-                    job = writer.submit(experiment_outcome_sums, **for_effects)
-                    outcome_sums.append(job)
-                    for_effects.clear()
 
         for k in tqdm(range(world.n_chunks), desc="generate", unit="chunk", disable=not progress):
-            world.chunk(k, ready=write)
+            simulated = world.chunk(k, ready=write).truth
+            # summed beside the next chunk's simulation, from the truth still in memory
+            outcome_sums.append(
+                writer.submit(
+                    experiment_outcome_sums, simulated["searches"], simulated["exposures"]
+                )
+            )
             previous, current = current, []
         for job in previous:
             job.result()

@@ -150,9 +150,8 @@ Ready = Callable[[str, str, pl.DataFrame], None]  # (kind: "raw" | "truth", tabl
 
 @dataclass
 class Chunk:
-    """One chunk of the world: raw tables (by name) and truth tables."""
+    """One chunk of the world: its truth tables (the raw ones go out through `ready`)."""
 
-    raw: dict[str, pl.DataFrame]
     truth: dict[str, pl.DataFrame]
     clear_pii: pl.DataFrame  # user_id, email, first_name, last_name, phone (never written)
 
@@ -214,7 +213,7 @@ class World:
     def chunk(self, k: int, ready: Ready | None = None) -> Chunk:
         """Simulate chunk k. `ready(kind, name, frame)`, if given, is called as soon as a raw
         ("raw") or truth ("truth") table of the chunk is final, so the caller can write it while
-        the rest of the chunk is simulated; every table is also in the returned Chunk."""
+        the rest of the chunk is simulated; the truth tables are also in the returned Chunk."""
         ready = ready or (lambda kind, name, frame: None)
         rng = np.random.default_rng([self.seed, k])
         lo = k * CHUNK_USERS
@@ -230,14 +229,14 @@ class World:
         raw_users, clear = self._user_table(rng, users, sessions, events)
         ready("truth", "users", users["truth"])
         events["users"] = raw_users
-        raw, deliveries = self._deliver(rng, k, events, ready)
+        deliveries = self._deliver(rng, k, events, ready)
         ready("truth", "deliveries", deliveries)
         truth = {
             "users": users["truth"],
             "deliveries": deliveries,
             **truth_extra,
         }
-        return Chunk(raw=raw, truth=truth, clear_pii=clear)
+        return Chunk(truth=truth, clear_pii=clear)
 
     # ------------------------------------------------------------------------------------
     def _users(self, rng: np.random.Generator, lo: int, hi: int) -> dict:
@@ -754,7 +753,7 @@ class World:
         idx_first = rng.integers(0, POOL_SIZE, size=n)
         idx_last = rng.integers(0, POOL_SIZE, size=n)
         idx_phone = rng.integers(0, POOL_SIZE, size=n)
-        pool = self.pool  # waits for the pool thread once
+        pool = self.pool  # waits for the pool process once
         first = [pool.first[c][i] for c, i in zip(country, idx_first, strict=True)]
         last = [pool.last[c][i] for c, i in zip(country, idx_last, strict=True)]
         phone = [pool.phone[c][i] for c, i in zip(country, idx_phone, strict=True)]
@@ -819,8 +818,9 @@ class World:
 
     def _deliver(
         self, rng: np.random.Generator, k: int, events: dict[str, pl.DataFrame], ready: Ready
-    ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-        """Add event ids, received_at, late arrivals and duplicate deliveries (events only).
+    ) -> pl.DataFrame:
+        """Add event ids, received_at, late arrivals and duplicate deliveries (events only),
+        hand each raw table to `ready`, and return the deliveries truth.
 
         The random draws are made here, table by table in a fixed order; the rest of each table
         (ids, delivery order, the truth of its pathologies: native code off the GIL) runs on two
@@ -846,16 +846,15 @@ class World:
                 delivering[name] = threads.submit(
                     deliveries_of, df, f"ev_{k:03d}_{name[:3]}_", name, lag_us, late, dup, extra_us
                 )
-            raw: dict[str, pl.DataFrame] = {}
             marks = []
             for name, df in events.items():
                 if name == "users":
-                    raw[name] = df
+                    table = df
                 else:
-                    raw[name], truth = delivering[name].result()
+                    table, truth = delivering[name].result()
                     marks.append(truth)
-                ready("raw", name, raw[name])
-        return raw, pl.concat(marks)
+                ready("raw", name, table)
+        return pl.concat(marks)
 
 
 def deliveries_of(
