@@ -35,6 +35,7 @@ def build_counts(target: Path) -> dict[str, int]:
 def run(quick: bool) -> dict[str, float]:
     sizes = event_sizes(quick)
     results: dict[str, float] = {}
+    lookback = int(project_var("lookback_days"))
     with tempfile.TemporaryDirectory(prefix="railflow-bench-dbt-") as tmp:
         per_user = events_per_user(Path(tmp))
         for label, events in sizes.items():
@@ -61,7 +62,6 @@ def run(quick: bool) -> dict[str, float]:
                 results |= build_counts(Path(env["DBT_TARGET_PATH"]))
             # the 181st day arrives: its rows were deleted from batches loaded before
             measure([sys.executable, "-m", "scripts.load", "--reload"], env)
-            lookback = int(project_var("lookback_days"))
             test_since = date.fromordinal(cutoff - lookback).isoformat()
             daily = measure([*build, "--vars", f"{{test_since: {test_since}}}"], dbt_env)
             every_row = measure(build, dbt_env)
