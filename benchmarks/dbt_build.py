@@ -12,13 +12,14 @@ import json
 import sys
 import tempfile
 from collections import Counter
-from datetime import date
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 from benchmarks.common import event_sizes, measure, settings_for, stage_cmd, world_env
 from benchmarks.e2e import events_per_user
 from railflow.dbt import dbt_executable, project_var
 from railflow.warehouse import connect
+from scripts.load import hold_back_deliveries
 
 
 def build_counts(target: Path) -> dict[str, int]:
@@ -44,17 +45,9 @@ def run(quick: bool) -> dict[str, float]:
             measure(stage_cmd("generate", "load"), env)
             settings = settings_for(env)
             # hold back the last day's deliveries: the first build sees 180 days
-            cutoff = settings.start_date.toordinal() + 180
+            cutoff = datetime.combine(settings.start_date + timedelta(days=180), time(), UTC)
             with connect(settings, read_only=False) as wh:
-                tables = wh.query(
-                    "select table_name from information_schema.tables "
-                    "where table_schema = 'raw' and table_name != 'users'"
-                )["table_name"]
-                for table in tables:
-                    wh.execute(
-                        f"delete from raw.{table} where cast(received_at as date) >= "
-                        f"date '0001-01-01' + interval ({cutoff - 1}) day"
-                    )
+                hold_back_deliveries(wh, cutoff)
             dbt_env = {**env, **settings.dbt_env()}
             build = [dbt_executable(), "build", "--exclude", "tag:post_scoring"]
             full = measure(build, dbt_env)
@@ -62,7 +55,7 @@ def run(quick: bool) -> dict[str, float]:
                 results |= build_counts(Path(env["DBT_TARGET_PATH"]))
             # the 181st day arrives: its rows were deleted from batches loaded before
             measure([sys.executable, "-m", "scripts.load", "--reload"], env)
-            test_since = date.fromordinal(cutoff - lookback).isoformat()
+            test_since = (cutoff.date() - timedelta(days=lookback)).isoformat()
             daily = measure([*build, "--vars", f"{{test_since: {test_since}}}"], dbt_env)
             every_row = measure(build, dbt_env)
             startup = measure([dbt_executable(), "ls", "--select", "dim_dates"], dbt_env)

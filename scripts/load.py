@@ -220,6 +220,17 @@ def clear_rewrites(wh: Warehouse) -> None:
         wh.execute(f"delete from {wh.table('audit', 'history_rewrites')}")
 
 
+def hold_back_deliveries(wh: Warehouse, received_from: datetime) -> None:
+    """Delete the raw events received at or after `received_from` (entities stay): the warehouse
+    as it was before those deliveries arrived. Tests and benchmarks replay arrivals with it;
+    a later `load(reload=True)` brings them back."""
+    for name, spec in load_plan().items():
+        if spec.kind == "event" and wh.table_exists("raw", name):
+            wh.execute(
+                f"delete from {wh.table('raw', name)} where received_at >= $t", {"t": received_from}
+            )
+
+
 def load_file(
     wh: Warehouse,
     path: Path,

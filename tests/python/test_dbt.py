@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -16,7 +16,7 @@ from railflow.pipeline import dbt_build_stage
 from railflow.settings import Settings
 from railflow.warehouse import connect
 from scripts.generate import generate
-from scripts.load import load, pending_rewrites
+from scripts.load import hold_back_deliveries, load, pending_rewrites
 from scripts.load import stage as load_stage
 
 
@@ -119,15 +119,15 @@ def test_full_refresh_equals_an_incremental_sequence(
     generate(settings.data_dir, 300, 40, date(2026, 3, 1), 5, settings.pii_salt, progress=False)
     select = ["run", "--select", *(f"+{name}" for _, name in INCREMENTAL_MARTS)]
     run_dbt(settings, ["seed"], capture=True)
-    for received_before in ("2026-03-20 00:00:00+00", "2026-03-30 00:00:00+00", None):
+    waves = (datetime(2026, 3, 20, tzinfo=UTC), datetime(2026, 3, 30, tzinfo=UTC), None)
+    for received_before in waves:
         load(settings, reload=True)  # every file again: the last wave held some rows back
         if received_before:  # these deliveries have not arrived yet
             with connect(settings, read_only=False) as wh:
-                for table in wh.query(
-                    "select table_name from information_schema.tables "
-                    "where table_schema = 'raw' and table_name != 'users'"
-                )["table_name"]:
-                    wh.execute(f"delete from raw.{table} where received_at >= '{received_before}'")
+                not_yet = "select count(*) as n from raw.search_route where received_at >= $t"
+                assert wh.query(not_yet, {"t": received_before})["n"][0] > 0
+                hold_back_deliveries(wh, received_before)
+                assert wh.query(not_yet, {"t": received_before})["n"][0] == 0
         run_dbt(settings, select, capture=True)
     with connect(settings) as wh:
         incremental = {name: wh.read(layer, name) for layer, name in INCREMENTAL_MARTS}
