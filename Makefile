@@ -9,7 +9,9 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 # The stamp changes whenever requirements.txt does, so `make setup` reinstalls only then.
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt 2>/dev/null | cut -d' ' -f1)
-export DBT_PROFILES_DIR := $(CURDIR)/.dbt
+# dbt reads the project's profile (a copy of profiles.example.yml) unless you point it at yours
+DBT_PROFILES_DIR ?= $(CURDIR)/.dbt
+export DBT_PROFILES_DIR
 
 .PHONY: help setup run test test-python lint format app bench docs requirements clean distclean
 

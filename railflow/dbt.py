@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from railflow.errors import RailflowError
-from railflow.settings import REPO_ROOT, Settings
+from railflow.errors import RailflowError, SettingsError
+from railflow.settings import REPO_PROFILES_DIR, REPO_ROOT, Settings
 
 PROFILE_TEMPLATE = REPO_ROOT / "profiles.example.yml"
 
@@ -25,10 +25,19 @@ class DbtError(RailflowError):
 
 
 def ensure_profile(settings: Settings) -> Path:
-    """Make sure a profiles.yml exists where DBT_PROFILES_DIR points (copied from the example)."""
+    """The profiles.yml dbt will read, where DBT_PROFILES_DIR points.
+
+    The project's own (.dbt/) is a copy of profiles.example.yml, refreshed like the Makefile
+    rule when the example is newer. A profiles folder of the user's own is never written to.
+    """
     profile = settings.dbt_profiles_dir / "profiles.yml"
-    # like the Makefile rule: a copy older than the example is refreshed
-    if not profile.exists() or profile.stat().st_mtime < PROFILE_TEMPLATE.stat().st_mtime:
+    if settings.dbt_profiles_dir.resolve() != REPO_PROFILES_DIR.resolve():
+        if not profile.is_file():
+            raise SettingsError(
+                f"DBT_PROFILES_DIR={settings.dbt_profiles_dir} has no profiles.yml; copy "
+                "profiles.example.yml there, or unset DBT_PROFILES_DIR to use the project's"
+            )
+    elif not profile.exists() or profile.stat().st_mtime < PROFILE_TEMPLATE.stat().st_mtime:
         settings.dbt_profiles_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PROFILE_TEMPLATE, profile)
     return profile

@@ -1,7 +1,8 @@
 """The one place settings come from: environment variables with safe DuckDB defaults.
 
-Every sidecar (generator, loader, ml, analysis, app) calls `get_settings()`; nothing else reads
-`RAILFLOW_*` variables. Bad values raise `SettingsError` with a one-line message naming the
+Every sidecar (generator, loader, ml, analysis, app) calls `get_settings()`; no other Python
+module reads `RAILFLOW_*` variables (dbt's profile reads those `Settings.dbt_env()` passes on).
+Bad values raise `SettingsError` with a one-line message naming the
 variable and the fix.
 """
 
@@ -21,7 +22,10 @@ log = logging.getLogger("railflow.settings")
 _warned_dev_salt: list[bool] = []  # warn once per process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The project's own dbt profile: a copy of profiles.example.yml (railflow.dbt.ensure_profile)
+REPO_PROFILES_DIR = REPO_ROOT / ".dbt"
 TARGETS = ("duckdb", "bigquery")
+BQ_METHODS = ("oauth", "service-account")  # as dbt-bigquery names them
 # Used only on DuckDB, with a warning; BigQuery refuses to run without RAILFLOW_PII_SALT.
 DEV_PII_SALT = "railflow-dev-salt-not-for-production"
 
@@ -58,9 +62,12 @@ class Settings:
     bq_project: str | None = None
     bq_dataset: str = "railflow"
     bq_location: str = "europe-west9"
+    # A service-account key (RAILFLOW_BQ_METHOD=service-account); None: application-default
+    # credentials (`gcloud auth application-default login`), as dbt's oauth method
+    bq_keyfile: Path | None = None
     # An emulator or test server speaking the BigQuery REST API (anonymous credentials)
     bq_api_endpoint: str | None = None
-    dbt_profiles_dir: Path = REPO_ROOT / ".dbt"
+    dbt_profiles_dir: Path = REPO_PROFILES_DIR
     dbt_target_path: Path = REPO_ROOT / "target"
     crm_endpoint: str | None = None
     crm_api_key: str | None = field(default=None, repr=False)
@@ -121,6 +128,11 @@ class Settings:
         }
         if self.bq_project:
             env["RAILFLOW_BQ_PROJECT"] = self.bq_project
+        if self.bq_keyfile:  # dbt authenticates as the Python stages do
+            env |= {
+                "RAILFLOW_BQ_METHOD": "service-account",
+                "RAILFLOW_BQ_KEYFILE": str(self.bq_keyfile),
+            }
         return env
 
 
@@ -195,6 +207,18 @@ def get_settings(env: Mapping[str, str] | None = None, *, warn: bool = True) -> 
             "RAILFLOW_BQ_PROJECT is not set; the bigquery target needs your GCP project id"
         )
 
+    method = (env.get("RAILFLOW_BQ_METHOD") or "oauth").strip().lower()
+    if method not in BQ_METHODS:
+        raise SettingsError(
+            f"RAILFLOW_BQ_METHOD={method!r} is not known; use one of: {', '.join(BQ_METHODS)}"
+        )
+    keyfile = _path(env, "RAILFLOW_BQ_KEYFILE", Path()) if method == "service-account" else None
+    if keyfile and not keyfile.is_file():
+        raise SettingsError(
+            f"RAILFLOW_BQ_KEYFILE={env.get('RAILFLOW_BQ_KEYFILE', '')!r} is not a file; "
+            "service-account needs the path of its JSON key file"
+        )
+
     return Settings(
         target=target,
         data_dir=data_dir,
@@ -209,8 +233,9 @@ def get_settings(env: Mapping[str, str] | None = None, *, warn: bool = True) -> 
         bq_project=bq_project,
         bq_dataset=env.get("RAILFLOW_BQ_DATASET", "railflow") or "railflow",
         bq_location=env.get("RAILFLOW_BQ_LOCATION", "europe-west9") or "europe-west9",
+        bq_keyfile=keyfile,
         bq_api_endpoint=env.get("RAILFLOW_BQ_API_ENDPOINT") or None,
-        dbt_profiles_dir=_path(env, "DBT_PROFILES_DIR", REPO_ROOT / ".dbt"),
+        dbt_profiles_dir=_path(env, "DBT_PROFILES_DIR", REPO_PROFILES_DIR),
         dbt_target_path=_path(env, "DBT_TARGET_PATH", REPO_ROOT / "target"),
         crm_endpoint=env.get("RAILFLOW_CRM_ENDPOINT") or None,
         crm_api_key=env.get("RAILFLOW_CRM_API_KEY") or None,

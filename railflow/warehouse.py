@@ -273,7 +273,13 @@ class BigQueryWarehouse(Warehouse):
                     credentials=AnonymousCredentials(),
                     client_options={"api_endpoint": settings.bq_api_endpoint},
                 )
-            else:
+            elif settings.bq_keyfile:
+                client = bigquery.Client.from_service_account_json(
+                    str(settings.bq_keyfile),
+                    project=settings.bq_project,
+                    location=settings.bq_location,
+                )
+            else:  # application-default credentials
                 client = bigquery.Client(project=settings.bq_project, location=settings.bq_location)
         self.client = client
 

@@ -130,3 +130,48 @@ def test_loader_submits_partitioned_clustered_parquet_load_jobs(bq_settings: Set
     # the audit trail went to BigQuery too: one load_batches row per file
     batches = [j for j in FakeBigQuery.loads if '"load_batches"' in json.dumps(j["resource"])]
     assert sum(j["rows"].height for j in batches) == len(reports)
+
+
+def test_a_service_account_key_authenticates_the_python_stages_and_dbt(tmp_path: Path) -> None:
+    """RAILFLOW_BQ_METHOD=service-account: the loader, ml and export clients use the key file,
+    and dbt's profile gets the same method and file (no request is made)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from railflow.warehouse import BigQueryWarehouse
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    email_address = "railflow-loader@railflow-test.iam.gserviceaccount.com"
+    key = tmp_path / "key.json"
+    key.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "railflow-test",
+                "private_key_id": "0" * 40,
+                "private_key": pem.decode(),
+                "client_email": email_address,
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    settings = get_settings(
+        {
+            "RAILFLOW_TARGET": "bigquery",
+            "RAILFLOW_PII_SALT": "bq-salt",
+            "RAILFLOW_BQ_PROJECT": "railflow-test",
+            "RAILFLOW_BQ_METHOD": "service-account",
+            "RAILFLOW_BQ_KEYFILE": str(key),
+        }
+    )
+    client = BigQueryWarehouse(settings, read_only=True).client
+    assert client._credentials.service_account_email == email_address
+    assert (client.project, client.location) == ("railflow-test", "europe-west9")
+    dbt_env = settings.dbt_env()
+    assert dbt_env["RAILFLOW_BQ_METHOD"] == "service-account"
+    assert dbt_env["RAILFLOW_BQ_KEYFILE"] == str(key)

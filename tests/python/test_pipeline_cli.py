@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from railflow.dbt import run_dbt
+from railflow.dbt import ensure_profile, run_dbt
 from railflow.pipeline import STAGES, select_stages
 from railflow.settings import REPO_ROOT, Settings, get_settings
 
@@ -89,3 +89,25 @@ def test_dbt_debug_and_parse_with_the_makefile_profile(dbt_settings: Settings) -
     assert "All checks passed" in debug.stdout
     run_dbt(dbt_settings, ["parse"], capture=True)
     assert (dbt_settings.dbt_target_path / "manifest.json").exists()
+
+
+def test_a_profiles_folder_of_your_own_is_used_and_never_overwritten(tmp_path: Path) -> None:
+    mine = tmp_path / "profiles"
+    mine.mkdir()
+    profile = mine / "profiles.yml"
+    profile.write_text("# my own profile\n")
+    os.utime(profile, (0, 0))  # older than profiles.example.yml: the project's copy is refreshed
+    settings = get_settings({"DBT_PROFILES_DIR": str(mine)}, warn=False)
+    assert ensure_profile(settings) == profile
+    assert profile.read_text() == "# my own profile\n"
+
+
+def test_a_profiles_folder_without_a_profile_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli(
+        "--only", "dbt_sync",
+        env={"DBT_PROFILES_DIR": str(tmp_path), "RAILFLOW_DATA_DIR": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "DBT_PROFILES_DIR" in errors[0] and "no profiles.yml" in errors[0]
+    assert not (tmp_path / "profiles.yml").exists()

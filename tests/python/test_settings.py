@@ -68,6 +68,12 @@ def test_bigquery_layers_are_prefixed_datasets() -> None:
         ({"RAILFLOW_START_DATE": "March"}, "RAILFLOW_START_DATE"),
         ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_BQ_PROJECT": "p"}, "RAILFLOW_PII_SALT"),
         ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s"}, "RAILFLOW_BQ_PROJECT"),
+        ({"RAILFLOW_BQ_METHOD": "password"}, "RAILFLOW_BQ_METHOD"),
+        ({"RAILFLOW_BQ_METHOD": "service-account"}, "RAILFLOW_BQ_KEYFILE"),
+        (
+            {"RAILFLOW_BQ_METHOD": "service-account", "RAILFLOW_BQ_KEYFILE": "/no/such/key.json"},
+            "RAILFLOW_BQ_KEYFILE",
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], names: str) -> None:
