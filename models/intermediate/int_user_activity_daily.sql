@@ -35,7 +35,7 @@ booking_days as (
         user_id,
         booking_date as activity_date,
         count(*) as bookings,
-        sum(net_revenue_eur) as net_revenue_eur
+        sum(gross_revenue_eur - discount_eur) as paid_eur
 
     from bookings
     group by 1, 2
@@ -50,7 +50,7 @@ final as (
         coalesce(session_days.sessions, 0) as sessions,
         coalesce(session_days.searches, 0) as searches,
         coalesce(booking_days.bookings, 0) as bookings,
-        coalesce(booking_days.net_revenue_eur, 0) as net_revenue_eur
+        coalesce(booking_days.paid_eur, 0) as paid_eur
 
     from session_days
     full outer join booking_days

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,9 @@ def test_bigquery_specifics_are_used(compiled: Path) -> None:
     users = (compiled / "models" / "marts" / "core" / "dim_users.sql").read_text()
     assert "float64" in (compiled / "models" / "marts" / "ml" / "ml_rfm_features.sql").read_text()
     assert "railflow_marts" in users
+    # weeks start on Monday, as on DuckDB (BigQuery's `week` starts on Sunday)
+    dates = (compiled / "models" / "marts" / "core" / "dim_dates.sql").read_text()
+    assert "date_trunc(cast(spine.date_day as date), isoweek)" in dates
 
 
 def test_incremental_form_rebuilds_from_the_looked_up_day(compiled: Path) -> None:
@@ -58,3 +62,20 @@ def test_incremental_form_rebuilds_from_the_looked_up_day(compiled: Path) -> Non
     else:
         assert since_filter not in searches
         assert not any("`railflow_marts`.`fct_searches`" in q for q in lookups)
+
+
+# Type names a BigQuery load job's schema accepts (dbt-bigquery passes seed column_types as is)
+BIGQUERY_TYPES = {
+    "string", "bytes", "integer", "int64", "float", "float64", "numeric", "bignumeric",
+    "boolean", "bool", "timestamp", "date", "time", "datetime", "geography", "json",
+}  # fmt: skip
+
+
+def test_seed_column_types_are_bigquery_types(compiled: Path) -> None:
+    manifest = json.loads((compiled.parent.parent / "manifest.json").read_text())
+    seeds = [n for n in manifest["nodes"].values() if n["resource_type"] == "seed"]
+    assert {s["name"] for s in seeds} == {"stations", "routes", "holidays"}
+    for seed in seeds:
+        types = seed["config"]["column_types"]
+        assert set(types) == set(seed["columns"]), seed["name"]  # every column typed
+        assert {t.lower() for t in types.values()} <= BIGQUERY_TYPES, (seed["name"], types)

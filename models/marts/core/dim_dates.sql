@@ -33,7 +33,7 @@ final as (
         extract(day from spine.date_day) as day_of_month,
         {{ day_of_week('spine.date_day') }} as day_of_week,
         {{ day_of_week('spine.date_day') }} >= 6 as is_weekend,
-        cast({{ dbt.date_trunc('week', 'spine.date_day') }} as date) as week_start_date,
+        {{ week_start('spine.date_day') }} as week_start_date,
         cast({{ dbt.date_trunc('month', 'spine.date_day') }} as date) as month_start_date,
         coalesce(holiday_days.public_holiday_countries, 0) as public_holiday_countries,
         coalesce(holiday_days.school_holiday_countries, 0) as school_holiday_countries

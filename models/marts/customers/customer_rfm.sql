@@ -14,9 +14,9 @@ scored as (
         recency_days,
         frequency,
         monetary_eur,
-        ntile(5) over (order by recency_days desc, user_id asc) as recency_score,
-        ntile(5) over (order by frequency, user_id) as frequency_score,
-        ntile(5) over (order by monetary_eur, user_id) as monetary_score
+        {{ quintile_score('recency_days desc') }} as recency_score,
+        {{ quintile_score('frequency') }} as frequency_score,
+        {{ quintile_score('monetary_eur') }} as monetary_score
 
     from rfm
 

@@ -3,6 +3,9 @@
     Each user-day carries running totals and the user's next active day, so a cutoff reads its
     features from the latest active day before it (and before it minus 30 and 90 days): three
     joins of one row per user and cutoff, instead of every cutoff against every active day.
+    Point in time: revenue counts payments on their booking day and refunds on their refund
+    day, and the loyalty card is its state in users_snapshot at the cutoff, so nothing that
+    happened after a cutoff reaches its features.
     Incremental by cutoff: a late event can change the features of later cutoffs and the label
     of cutoffs up to var('churn_horizon_days') earlier; older cutoffs are final. -#}
 {{
@@ -30,6 +33,18 @@ activity as (
 users as (
 
     select * from {{ ref('dim_users') }}
+
+),
+
+bookings as (
+
+    select * from {{ ref('fct_bookings') }}
+
+),
+
+user_versions as (
+
+    select * from {{ ref('users_snapshot') }}
 
 ),
 
@@ -63,17 +78,55 @@ cutoffs as (
 
 ),
 
+loyalty_versions as (
+
+    {#- the first version captured also stands for the time before it: no earlier one is known -#}
+    select
+        user_id,
+        has_loyalty_card,
+        case
+            when row_number() over (partition by user_id order by dbt_valid_from) > 1
+                then dbt_valid_from
+        end as valid_from,
+        dbt_valid_to as valid_to
+
+    from user_versions
+
+),
+
 eligible as (
 
     select
         users.user_id,
         users.signup_date,
-        users.has_loyalty_card,
+        coalesce(loyalty_versions.has_loyalty_card, users.has_loyalty_card) as has_loyalty_card,
         cutoffs.cutoff_date
 
     from users
     cross join cutoffs
+    left join loyalty_versions
+        on
+            users.user_id = loyalty_versions.user_id
+            and (loyalty_versions.valid_from is null or loyalty_versions.valid_from <= cast(cutoffs.cutoff_date as {{ dbt.type_timestamp() }}))
+            and (loyalty_versions.valid_to is null or loyalty_versions.valid_to > cast(cutoffs.cutoff_date as {{ dbt.type_timestamp() }}))
     where not users.is_excluded_traffic and users.signup_date < cutoffs.cutoff_date
+
+),
+
+refunds_90d as (
+
+    {#- refunds issued in the 90 days before each cutoff, on their own day -#}
+    select
+        bookings.user_id,
+        cutoffs.cutoff_date,
+        sum(bookings.refund_eur) as refund_eur
+
+    from cutoffs
+    inner join bookings
+        on
+            cast(bookings.refunded_at as date) < cutoffs.cutoff_date
+            and cast(bookings.refunded_at as date) >= {{ add_days_to_date(-90, 'cutoffs.cutoff_date') }}
+    group by 1, 2
 
 ),
 
@@ -88,7 +141,7 @@ activity_history as (
         sum(activity.sessions) over user_to_date as sessions_to_date,
         sum(activity.searches) over user_to_date as searches_to_date,
         sum(activity.bookings) over user_to_date as bookings_to_date,
-        sum(activity.net_revenue_eur) over user_to_date as net_revenue_to_date_eur
+        sum(activity.paid_eur) over user_to_date as paid_to_date_eur
 
     from activity
     window user_to_date as (
@@ -141,8 +194,8 @@ features as (
         at_cutoff.sessions_to_date - coalesce(at_30d_before.sessions_to_date, 0) as sessions_30d,
         at_cutoff.searches_to_date - coalesce(at_30d_before.searches_to_date, 0) as searches_30d,
         at_cutoff.bookings_to_date - coalesce(at_30d_before.bookings_to_date, 0) as bookings_30d,
-        at_cutoff.net_revenue_to_date_eur - coalesce(at_90d_before.net_revenue_to_date_eur, 0)
-            as net_revenue_90d_eur,
+        at_cutoff.paid_to_date_eur - coalesce(at_90d_before.paid_to_date_eur, 0)
+        - coalesce(refunds_90d.refund_eur, 0) as net_revenue_90d_eur,
         at_cutoff.bookings_to_date as lifetime_bookings,
         coalesce(
             at_cutoff.next_activity_date
@@ -163,6 +216,10 @@ features as (
         on
             eligible.user_id = at_90d_before.user_id
             and eligible.cutoff_date = at_90d_before.cutoff_date
+    left join refunds_90d
+        on
+            eligible.user_id = refunds_90d.user_id
+            and eligible.cutoff_date = refunds_90d.cutoff_date
 
 ),
 

@@ -16,7 +16,7 @@ cohorts as (
 
     select
         user_id,
-        cast({{ dbt.date_trunc('week', 'signup_date') }} as date) as cohort_week
+        {{ week_start('signup_date') }} as cohort_week
 
     from users
     where not is_excluded_traffic
@@ -39,8 +39,8 @@ active_weeks as (
     select distinct
         cohorts.cohort_week,
         cohorts.user_id,
-        cast({{ dbt.datediff('cohorts.cohort_week', 'activity.activity_date', 'day') }} / 7 as {{ dbt.type_int() }}
-        )
+        -- whole weeks: a cast would round (day 4 is still week 0)
+        cast(floor({{ dbt.datediff('cohorts.cohort_week', 'activity.activity_date', 'day') }} / 7) as {{ dbt.type_int() }})
             as weeks_since_signup
 
     from cohorts
