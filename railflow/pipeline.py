@@ -77,9 +77,14 @@ def dbt_build_stage(settings: Settings) -> StageResult:
 
 
 def dbt_sync_stage(settings: Settings) -> StageResult:
-    """Models that read the ML scores (tag:post_scoring), built after scoring."""
-    run_dbt(settings, ["build", "--select", "tag:post_scoring"])
-    return StageResult(outputs=[f"{settings.duckdb_path} (sync)"])
+    """Models that read the ML scores (tag:post_scoring), built after scoring.
+
+    Its artifacts go to <target>/sync, so target/run_results.json stays the main build's (the
+    app's data health page shows it).
+    """
+    target = settings.dbt_target_path / "sync"
+    run_dbt(settings, ["build", "--select", "tag:post_scoring", "--target-path", str(target)])
+    return StageResult(outputs=[f"{settings.duckdb_path} (sync)", str(target)])
 
 
 STAGES: tuple[Stage, ...] = (

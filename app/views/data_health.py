@@ -44,7 +44,9 @@ def page() -> None:
         cols = st.columns(max(summary.height, 1))
         for col, row in zip(cols, summary.iter_rows(named=True), strict=False):
             col.metric(row["status"], row["nodes"])
-        st.caption(f"Generated {results['metadata']['generated_at']}")
+        args = results.get("args", {})
+        scope = " ".join(f"--{k} {' '.join(args[k])}" for k in ("select", "exclude") if args.get(k))
+        st.caption(f"`dbt {args.get('which', '')} {scope}`, {results['metadata']['generated_at']}")
     st.subheader("Models")
     cards = data.model_cards()
     if not cards:

@@ -105,6 +105,8 @@ def test_pages_show_the_built_world(app: AppTest) -> None:
     assert any("Sample-ratio mismatch" in e for e in texts(app, "error"))
     app.switch_page("views/data_health.py").run()
     assert {m.label for m in app.metric} >= {"success", "pass"}
+    # the main build's results, not the sync stage's that ran after it
+    assert any("dbt build --exclude tag:post_scoring" in c.value for c in app.caption)
 
 
 def test_missing_warehouse_says_which_command_to_run(
