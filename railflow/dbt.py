@@ -6,18 +6,23 @@ the pipeline, the tests and analysts run exactly the command they would type.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from railflow.errors import RailflowError, SettingsError
 from railflow.settings import REPO_PROFILES_DIR, REPO_ROOT, Settings
+from railflow.warehouse import connect
 
 PROFILE_TEMPLATE = REPO_ROOT / "profiles.example.yml"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class DbtError(RailflowError):
@@ -67,8 +72,12 @@ def run_dbt(
     ensure_profile(settings)
     if settings.target == "duckdb":  # dbt-duckdb will not create the folder for its file
         settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+        if settings.duckdb_path.exists():  # a lock held elsewhere: one line, not dbt's traceback
+            with connect(settings, read_only=False):
+                pass
     env = {**os.environ, **settings.dbt_env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     cmd = [dbt_executable(), *args, "--target", settings.target]
+    started = time.time()
     proc = subprocess.run(
         cmd,
         cwd=REPO_ROOT,
@@ -78,12 +87,36 @@ def run_dbt(
         check=False,
     )
     if check and proc.returncode != 0:
-        tail = ""
-        if capture:
+        target = Path(args[args.index("--target-path") + 1]) if "--target-path" in args else None
+        results = (target or settings.dbt_target_path) / "run_results.json"
+        tail = failed_nodes(results, since=started)
+        if not tail and capture:
             lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
             tail = f": {lines[-1].strip()}" if lines else ""
         raise DbtError(
             f"`dbt {' '.join(args)}` failed with exit code {proc.returncode}{tail}; "
-            f"see {settings.dbt_target_path / 'run_results.json'} and logs/dbt.log"
+            f"see {results} and logs/dbt.log"
         )
     return proc
+
+
+def failed_nodes(results: Path, since: float = 0.0, shown: int = 3) -> str:
+    """': 2 failed: <node> (<message>), ...' from a run_results.json written after `since`
+    (a wall-clock time), or '' when none failed."""
+    try:
+        if results.stat().st_mtime < since:  # an earlier run's: dbt stopped before any node
+            return ""
+        nodes = json.loads(results.read_text())["results"]
+    except (OSError, ValueError, KeyError):  # no results: dbt stopped before any node
+        return ""
+    failed = [r for r in nodes if r.get("status") in ("error", "fail", "runtime error")]
+    if not failed:
+        return ""
+    names = []
+    for r in failed[:shown]:
+        # dbt's messages span lines and may carry terminal colours
+        message = " ".join(_ANSI.sub("", str(r.get("message") or r["status"])).split())
+        kind, _, name, *rest = r["unique_id"].split(".")  # a test's id ends with a hash
+        names.append(f"{name}{'::' + rest[0] if kind == 'unit_test' else ''} ({message})")
+    more = f", and {len(failed) - shown} more" if len(failed) > shown else ""
+    return f": {len(failed)} failed: {', '.join(names)}{more}"

@@ -38,7 +38,11 @@ class WarehouseLockedError(WarehouseError):
 
 
 def cli_entrypoint(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a CLI `main` so expected failures print `error: ...` on one line and exit non-zero."""
+    """Wrap a CLI `main` so expected failures print `error: ...` on one line and exit non-zero.
+
+    Expected failures are RailflowErrors, and file-system errors on a path (a folder that is
+    read-only, a file where a folder should be): those come from the paths users set.
+    """
 
     @functools.wraps(main)
     def wrapper(*args: object, **kwargs: object) -> T:
@@ -48,6 +52,16 @@ def cli_entrypoint(main: Callable[..., T]) -> Callable[..., T]:
             hint = " (retryable)" if exc.retryable else ""
             print(f"error: {exc}{hint}", file=sys.stderr)
             raise SystemExit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.filename is None:  # not about a path the user gave: a bug, keep the traceback
+                raise
+            where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+            print(
+                f"error: {where}: {exc.strerror or exc}; check the path (and the setting or "
+                "argument that points there) and its permissions",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             raise SystemExit(130) from None

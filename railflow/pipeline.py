@@ -76,12 +76,23 @@ def dbt_build_stage(settings: Settings) -> StageResult:
     )
 
 
+# What the sync models read (the dbt source `ml`, models/marts/sync/_ml__sources.yml)
+ML_SCORE_TABLES = ("search_propensity_scores", "churn_scores", "user_segments")
+
+
 def dbt_sync_stage(settings: Settings) -> StageResult:
     """Models that read the ML scores (tag:post_scoring), built after scoring.
 
     Its artifacts go to <target>/sync, so target/run_results.json stays the main build's (the
     app's data health page shows it).
     """
+    with connect(settings) as wh:
+        missing = [t for t in ML_SCORE_TABLES if not wh.table_exists("ml", t)]
+    if missing:
+        raise SettingsError(
+            f"no ML scores to sync ({', '.join(missing)} missing); run the ml stage first: "
+            "python -m railflow.pipeline --from ml"
+        )
     target = settings.dbt_target_path / "sync"
     run_dbt(settings, ["build", "--select", "tag:post_scoring", "--target-path", str(target)])
     return StageResult(outputs=[f"{settings.duckdb_path} (sync)", str(target)])
@@ -108,6 +119,8 @@ def select_stages(only: Sequence[str] | None = None, start: str | None = None) -
         stages = stages[names.index(start) :]
     if only:
         stages = [s for s in stages if s.name in only]
+    if not stages:
+        raise SettingsError(f"--only {' '.join(only or [])} --from {start} selects no stage")
     return stages
 
 

@@ -103,7 +103,14 @@ class Settings:
 
     def ensure_writable(self) -> None:
         """Create the output folders, or fail with a one-line message if we cannot."""
-        for folder in (self.data_dir, self.duckdb_path.parent, self.artifacts_dir):
+        folders = {
+            "RAILFLOW_DATA_DIR": self.data_dir,
+            "RAILFLOW_DUCKDB_PATH": self.duckdb_path.parent,
+            "RAILFLOW_ARTIFACTS_DIR": self.artifacts_dir,
+        }
+        if self.target == "bigquery":
+            del folders["RAILFLOW_DUCKDB_PATH"]
+        for variable, folder in folders.items():
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 probe = folder / ".railflow-write-probe"
@@ -111,8 +118,8 @@ class Settings:
                 probe.unlink()
             except OSError as exc:
                 raise SettingsError(
-                    f"RAILFLOW_DATA_DIR: cannot write to {folder} ({exc.strerror or exc}); "
-                    "point RAILFLOW_DATA_DIR at a writable folder or fix its permissions"
+                    f"{variable}: cannot write to {folder} ({exc.strerror or exc}); "
+                    f"point {variable} at a writable folder or fix its permissions"
                 ) from None
 
     def dbt_env(self) -> dict[str, str]:
@@ -159,12 +166,20 @@ def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     return path if path.is_absolute() else (Path.cwd() / path).resolve()
 
 
+_MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+                 "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+_MEMORY_MINIMUM_MB = 256  # below this DuckDB fails on the first real query
+
+
 def _memory(env: Mapping[str, str], name: str, default: str) -> str:
     value = (env.get(name) or default).strip()
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B)", value, re.IGNORECASE)
+    if not match:
         raise SettingsError(
             f"{name}={value!r} is not a memory size; use a number and a unit, e.g. {name}=8GB"
         )
+    if float(match[1]) * _MEMORY_UNITS[match[2].lower()] < _MEMORY_MINIMUM_MB * 1e6:
+        raise SettingsError(f"{name}={value} is too small; use at least {_MEMORY_MINIMUM_MB}MB")
     return value
 
 

@@ -20,7 +20,12 @@ from typing import Any, Literal
 
 import polars as pl
 
-from railflow.errors import WarehouseError, WarehouseLockedError, WarehouseMissingError
+from railflow.errors import (
+    SettingsError,
+    WarehouseError,
+    WarehouseLockedError,
+    WarehouseMissingError,
+)
 from railflow.settings import Settings, get_settings
 
 WriteMode = Literal["replace", "append"]
@@ -258,6 +263,29 @@ def load_job_config(
     return config
 
 
+def _bigquery_client(settings: Settings) -> Any:
+    """A client with the service-account key, or else the application-default credentials."""
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.cloud import bigquery
+
+    where = {"project": settings.bq_project, "location": settings.bq_location}
+    if settings.bq_keyfile:
+        try:
+            return bigquery.Client.from_service_account_json(str(settings.bq_keyfile), **where)
+        except ValueError as exc:  # google-auth's MalformedError is one
+            raise SettingsError(
+                f"RAILFLOW_BQ_KEYFILE={settings.bq_keyfile} is not a service-account JSON key "
+                f"({exc})"
+            ) from None
+    try:
+        return bigquery.Client(**where)
+    except DefaultCredentialsError:
+        raise SettingsError(
+            "no Google credentials found: run `gcloud auth application-default login`, or set "
+            "RAILFLOW_BQ_METHOD=service-account and RAILFLOW_BQ_KEYFILE to a key file"
+        ) from None
+
+
 class BigQueryWarehouse(Warehouse):
     def __init__(self, settings: Settings, read_only: bool, client: Any = None) -> None:
         super().__init__(settings, read_only)
@@ -273,14 +301,8 @@ class BigQueryWarehouse(Warehouse):
                     credentials=AnonymousCredentials(),
                     client_options={"api_endpoint": settings.bq_api_endpoint},
                 )
-            elif settings.bq_keyfile:
-                client = bigquery.Client.from_service_account_json(
-                    str(settings.bq_keyfile),
-                    project=settings.bq_project,
-                    location=settings.bq_location,
-                )
-            else:  # application-default credentials
-                client = bigquery.Client(project=settings.bq_project, location=settings.bq_location)
+            else:
+                client = _bigquery_client(settings)
         self.client = client
 
     def table_id(self, layer: str, name: str) -> str:

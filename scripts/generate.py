@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -155,6 +155,22 @@ def true_experiment_effects(sums: list[pl.DataFrame]) -> dict[str, dict[str, flo
     return out
 
 
+def check_period(start: date, days: int, today: date) -> None:
+    """The simulated period, with its late deliveries, must be over by today: the loader
+    quarantines events received in the future."""
+    lateness = PARAMS["pathologies"]["max_lateness_days"]
+    try:
+        delivered_by = start + timedelta(days=days + lateness)
+    except OverflowError:
+        delivered_by = date.max
+    if delivered_by > today:
+        raise SettingsError(
+            f"a world of {days} days from {start} is still receiving events after today "
+            f"({today}); choose an earlier start date (--start-date or RAILFLOW_START_DATE) or "
+            "fewer days (--days or RAILFLOW_DAYS)"
+        )
+
+
 def generate(
     out_dir: Path,
     users: int,
@@ -165,6 +181,7 @@ def generate(
     progress: bool = True,
 ) -> dict[str, int]:
     """Generate the world into out_dir/raw and out_dir/truth; returns rows per raw table."""
+    check_period(start, days, datetime.now(UTC).date())  # before the old world is deleted
     raw_dir, truth_dir = out_dir / "raw", out_dir / "truth"
     for folder in (raw_dir, truth_dir):
         if folder.exists():

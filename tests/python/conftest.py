@@ -8,7 +8,11 @@ Tests read from that world; a test that needs to change data builds its own copy
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,31 @@ from railflow.pipeline import run_pipeline
 from railflow.settings import Settings, get_settings
 
 SMALL_WORLD = {"RAILFLOW_USERS": "2000", "RAILFLOW_DAYS": "90", "RAILFLOW_SEED": "7"}
+
+
+@pytest.fixture
+def write_lock_held() -> Callable[[Path], AbstractContextManager[None]]:
+    """`with write_lock_held(db):` another process holds the DuckDB file's write lock."""
+    return _write_lock_held
+
+
+@contextmanager
+def _write_lock_held(db: Path) -> Iterator[None]:
+    """Another process holds the DuckDB file's write lock (as a running build does)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys
+            con = duckdb.connect({str(db)!r})
+            print("locked", flush=True)
+            sys.stdin.readline()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.communicate("done\n", timeout=30)
 
 
 def settings_for(folder: Path, **overrides: str) -> Settings:

@@ -7,9 +7,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 
@@ -125,30 +125,21 @@ def test_missing_warehouse_says_which_command_to_run(
 
 
 def test_locked_warehouse_asks_to_retry(
-    small_world: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_world: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    write_lock_held: Callable[[Path], AbstractContextManager[None]],
 ) -> None:
     db = tmp_path / "warehouse.duckdb"
     shutil.copy(small_world.duckdb_path, db)
     monkeypatch.setenv("RAILFLOW_DATA_DIR", str(small_world.data_dir))
     monkeypatch.setenv("RAILFLOW_DUCKDB_PATH", str(db))
     monkeypatch.setenv("RAILFLOW_ARTIFACTS_DIR", str(small_world.artifacts_dir))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import duckdb, sys
-            con = duckdb.connect({str(db)!r})
-            print("locked", flush=True)
-            sys.stdin.readline()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with write_lock_held(db):
         at = AppTest.from_file(APP, default_timeout=60)
         at.run()
         assert not at.exception
         assert any("Retry" in w for w in texts(at, "warning"))
-    finally:
-        holder.communicate("done\n", timeout=30)
 
 
 def free_port() -> int:

@@ -175,3 +175,20 @@ def test_a_service_account_key_authenticates_the_python_stages_and_dbt(tmp_path:
     dbt_env = settings.dbt_env()
     assert dbt_env["RAILFLOW_BQ_METHOD"] == "service-account"
     assert dbt_env["RAILFLOW_BQ_KEYFILE"] == str(key)
+
+
+def test_no_google_credentials_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from railflow.errors import SettingsError
+    from railflow.warehouse import BigQueryWarehouse
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login saved there
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # not on Google Cloud: skip the metadata server
+    env = {"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s", "RAILFLOW_BQ_PROJECT": "p"}
+    with pytest.raises(SettingsError, match="no Google credentials found"):
+        BigQueryWarehouse(get_settings(env), read_only=True)
+    not_a_key = tmp_path / "key.json"
+    not_a_key.write_text('{"type": "authorized_user"}')
+    env |= {"RAILFLOW_BQ_METHOD": "service-account", "RAILFLOW_BQ_KEYFILE": str(not_a_key)}
+    with pytest.raises(SettingsError, match="is not a service-account JSON key"):
+        BigQueryWarehouse(get_settings(env), read_only=True)

@@ -141,6 +141,8 @@ def test_bots_and_internal_accounts_are_planted(small_world: Settings) -> None:
         (["--days", "0"], "must be at least 1"),
         (["--start-date", "yesterday"], "not a date"),
         (["--seed", "-3"], "--seed -3 must be zero or positive"),
+        (["--start-date", "9999-12-01"], "still receiving events after today"),
+        (["--days", "10000"], "still receiving events after today"),
     ],
 )
 def test_cli_rejects_bad_arguments(args: list[str], message: str, tmp_path: Path) -> None:
@@ -153,6 +155,19 @@ def test_cli_rejects_bad_arguments(args: list[str], message: str, tmp_path: Path
     )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_rejected_period_leaves_the_previous_world_alone(tmp_path: Path) -> None:
+    kept = tmp_path / "raw" / "search_route" / "part-00000.parquet"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"the previous world")
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.generate", "--start-date", "9999-12-01",
+         "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert kept.read_bytes() == b"the previous world"
 
 
 def test_cli_prints_a_summary(tmp_path: Path) -> None:

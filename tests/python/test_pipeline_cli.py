@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from railflow.dbt import ensure_profile, run_dbt
@@ -42,6 +45,7 @@ def test_list_shows_stages_in_flow_order() -> None:
         ((), {"RAILFLOW_USERS": "twenty"}, "RAILFLOW_USERS"),
         (("--only", "deploy"), {}, "unknown stage 'deploy'"),
         (("--from", "nowhere"), {}, "unknown stage 'nowhere'"),
+        (("--from", "export", "--only", "generate"), {}, "selects no stage"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(
@@ -103,11 +107,49 @@ def test_a_profiles_folder_of_your_own_is_used_and_never_overwritten(tmp_path: P
 
 
 def test_a_profiles_folder_without_a_profile_is_one_line(tmp_path: Path) -> None:
-    proc = run_cli(
-        "--only", "dbt_sync",
-        env={"DBT_PROFILES_DIR": str(tmp_path), "RAILFLOW_DATA_DIR": str(tmp_path / "data")},
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.compile_bigquery", "--target-path", str(tmp_path / "t")],
+        cwd=REPO_ROOT, env={**os.environ, "DBT_PROFILES_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "DBT_PROFILES_DIR" in errors[0] and "no profiles.yml" in errors[0]
     assert not (tmp_path / "profiles.yml").exists()
+
+
+def test_a_path_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.generate", "--users", "10", "--days", "5",
+         "--out", str(blocker / "data")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and str(blocker) in errors[0] and "permissions" in errors[0]
+
+
+def test_a_locked_warehouse_stops_dbt_with_one_line(
+    tmp_path: Path, write_lock_held: Callable[[Path], AbstractContextManager[None]]
+) -> None:
+    db = tmp_path / "warehouse.duckdb"
+    duckdb.connect(str(db)).close()
+    with write_lock_held(db):
+        proc = run_cli(
+            "--only", "dbt_sync",
+            env={"RAILFLOW_DATA_DIR": str(tmp_path), "DBT_TARGET_PATH": str(tmp_path / "target")},
+        )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "is locked by another process" in errors[0]
+    assert not (tmp_path / "target" / "sync").exists()  # dbt never started
+
+
+def test_sync_before_scoring_says_to_run_the_ml_stage(tmp_path: Path) -> None:
+    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
+    proc = run_cli("--only", "dbt_sync", env={"RAILFLOW_DATA_DIR": str(tmp_path)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "run the ml stage first" in errors[0]

@@ -65,6 +65,7 @@ def test_bigquery_layers_are_prefixed_datasets() -> None:
         ({"RAILFLOW_DAYS": "0"}, "RAILFLOW_DAYS"),
         ({"RAILFLOW_SEED": "4.2"}, "RAILFLOW_SEED"),
         ({"RAILFLOW_DUCKDB_MEMORY_LIMIT": "lots"}, "RAILFLOW_DUCKDB_MEMORY_LIMIT"),
+        ({"RAILFLOW_DUCKDB_MEMORY_LIMIT": "0GB"}, "RAILFLOW_DUCKDB_MEMORY_LIMIT=0GB is too small"),
         ({"RAILFLOW_START_DATE": "March"}, "RAILFLOW_START_DATE"),
         ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_BQ_PROJECT": "p"}, "RAILFLOW_PII_SALT"),
         ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s"}, "RAILFLOW_BQ_PROJECT"),
@@ -89,4 +90,15 @@ def test_unwritable_data_dir_is_reported(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     s = get_settings({"RAILFLOW_DATA_DIR": str(blocker / "data")}, warn=False)
     with pytest.raises(SettingsError, match="RAILFLOW_DATA_DIR: cannot write"):
+        s.ensure_writable()
+
+
+def test_unwritable_artifacts_dir_names_its_own_variable(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    s = get_settings(
+        {"RAILFLOW_DATA_DIR": str(tmp_path / "data"), "RAILFLOW_ARTIFACTS_DIR": str(blocker / "a")},
+        warn=False,
+    )
+    with pytest.raises(SettingsError, match=r"^RAILFLOW_ARTIFACTS_DIR: cannot write"):
         s.ensure_writable()
