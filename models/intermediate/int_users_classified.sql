@@ -15,6 +15,47 @@ daily_searches as (
 
 ),
 
+daily_activity as (
+
+    select * from {{ ref('int_user_activity_daily') }}
+
+),
+
+event_users as (
+
+    select distinct user_id
+    from (
+        select user_id from daily_searches
+        union all
+        select user_id from daily_activity
+    ) as seen
+
+),
+
+all_users as (
+
+    {#- users in the extract, and users known only from their events: their extract row is
+        late or was quarantined (a late-arriving dimension), so facts keep a user to point at -#}
+    select
+        user_id,
+        is_internal_user,
+        false as is_inferred_user
+
+    from users
+
+    union all
+
+    select
+        event_users.user_id,
+        false as is_internal_user,
+        true as is_inferred_user
+
+    from event_users
+    left join users on event_users.user_id = users.user_id
+    where users.user_id is null
+
+),
+
 bots as (
 
     select
@@ -29,15 +70,16 @@ bots as (
 final as (
 
     select
-        users.user_id,
-        users.is_internal_user,
+        all_users.user_id,
+        all_users.is_internal_user,
+        all_users.is_inferred_user,
         coalesce(bots.max_daily_searches, 0) as max_daily_searches,
         coalesce(bots.max_daily_searches, 0) > {{ var('bot_daily_search_threshold') }} as is_bot_user,
-        users.is_internal_user
+        all_users.is_internal_user
         or coalesce(bots.max_daily_searches, 0) > {{ var('bot_daily_search_threshold') }} as is_excluded_traffic
 
-    from users
-    left join bots on users.user_id = bots.user_id
+    from all_users
+    left join bots on all_users.user_id = bots.user_id
 
 )
 

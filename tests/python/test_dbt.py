@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from railflow.dbt import run_dbt
+from railflow.dbt import DbtError, run_dbt
 from railflow.pipeline import dbt_build_stage
 from railflow.settings import Settings
 from railflow.warehouse import connect
@@ -201,3 +201,52 @@ def test_a_new_world_makes_the_next_build_a_full_refresh(
         )
         assert counts["facts"][0] == counts["staged"][0] > 0
         assert pending_rewrites(wh) == 0
+
+
+def test_a_failing_build_names_the_failing_tests(small_world: Settings, tmp_path: Path) -> None:
+    settings = small_world.with_overrides(
+        duckdb_path=tmp_path / "warehouse.duckdb", dbt_target_path=tmp_path / "target"
+    )
+    shutil.copy(small_world.duckdb_path, settings.duckdb_path)
+    with connect(settings, read_only=False) as wh:  # a station delivered twice
+        wh.execute("insert into marts.dim_stations select * from marts.dim_stations limit 1")
+    with pytest.raises(DbtError) as info:
+        run_dbt(settings, ["test", "--select", "dim_stations"], capture=True)
+    message = str(info.value)
+    assert "1 failed: unique_dim_stations_station_id" in message and "\n" not in message
+
+
+def test_users_missing_from_the_extract_are_inferred_and_a_resent_extract_is_deduplicated(
+    small_world: Settings, tmp_path: Path
+) -> None:
+    """Events can arrive before their user's extract row (or it was quarantined): the facts
+    keep a user to point at, an inferred one, never exported. A resent extract repeats users."""
+    settings = small_world.with_overrides(
+        duckdb_path=tmp_path / "warehouse.duckdb", dbt_target_path=tmp_path / "target"
+    )
+    shutil.copy(small_world.duckdb_path, settings.duckdb_path)
+    with connect(settings, read_only=False) as wh:
+        late = wh.query(
+            "select user_id from marts.dim_users where lifetime_bookings > 0 "
+            "and not is_excluded_traffic order by user_id limit 3"
+        )["user_id"].to_list()
+        wh.execute("delete from raw.users where user_id in (select unnest($ids))", {"ids": late})
+        resent = wh.query("select user_id from raw.users order by user_id limit 1")["user_id"][0]
+        wh.execute(
+            "insert into raw.users select * from raw.users where user_id = $u", {"u": resent}
+        )
+    run_dbt(settings, ["build", "--exclude", "tag:post_scoring"], capture=True)
+    run_dbt(settings, ["build", "--select", "tag:post_scoring"], capture=True)
+    with connect(settings) as wh:
+        users = wh.read("marts", "dim_users")
+        inferred = users.filter(pl.col("is_inferred_user"))
+        assert sorted(inferred["user_id"]) == late
+        assert (
+            inferred["email_sha256"].is_null().all() and (inferred["lifetime_bookings"] > 0).all()
+        )
+        assert users.filter(pl.col("user_id") == resent).height == 1
+        exported = pl.concat(
+            [wh.read("sync", n).select("external_id") for n in ("sync_crm__high_churn_risk_users",
+                                                                  "sync_crm__high_intent_users")]
+        )  # fmt: skip
+        assert not set(late) & set(exported["external_id"])

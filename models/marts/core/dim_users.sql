@@ -58,7 +58,8 @@ user_activity as (
 final as (
 
     select
-        users.user_id,
+        classified.user_id,
+        classified.is_inferred_user,
         users.email_sha256,
         users.signed_up_at,
         cast(users.signed_up_at as date) as signup_date,
@@ -86,11 +87,11 @@ final as (
             'coalesce(user_bookings.lifetime_bookings, 0)'
         ) }} as lifecycle_stage
 
-    from users
+    from classified
     cross join as_of
-    left join classified on users.user_id = classified.user_id
-    left join user_bookings on users.user_id = user_bookings.user_id
-    left join user_activity on users.user_id = user_activity.user_id
+    left join users on classified.user_id = users.user_id
+    left join user_bookings on classified.user_id = user_bookings.user_id
+    left join user_activity on classified.user_id = user_activity.user_id
 
 )
 

@@ -149,7 +149,10 @@ final as (
     left join history on searches.search_id = history.search_id
     left join earlier_searches on searches.user_id = earlier_searches.user_id
     left join earlier_bookings on searches.user_id = earlier_bookings.user_id
-    where not users.is_excluded_traffic and searches.price_seen_eur is not null
+    where
+        not users.is_excluded_traffic
+        and not users.is_inferred_user  -- profile features unknown
+        and searches.price_seen_eur is not null
 
 )
 

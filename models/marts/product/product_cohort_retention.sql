@@ -19,7 +19,7 @@ cohorts as (
         {{ week_start('signup_date') }} as cohort_week
 
     from users
-    where not is_excluded_traffic
+    where not is_excluded_traffic and not is_inferred_user  -- no signup date without a profile
 
 ),
 
