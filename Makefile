@@ -37,7 +37,7 @@ $(STAMP): requirements.txt
 	@mkdir -p .dbt
 	@cp profiles.example.yml $@
 
-run: setup ## Run the whole pipeline on DuckDB at the default scale
+run: setup ## Run the whole pipeline at the default scale (DuckDB unless RAILFLOW_TARGET says)
 	$(PY) -m railflow.pipeline
 
 test: setup lint test-python ## Lint, then every Python test (incl. dbt build on a small world)
@@ -65,10 +65,10 @@ bench: setup ## Run the benchmarks and rewrite docs/benchmarks.md
 	$(PY) -m benchmarks
 
 docs: setup ## Generate dbt docs (target/index.html)
-	$(BIN)/dbt docs generate
+	$(PY) -m railflow.dbt docs generate
 
-requirements: ## Re-pin requirements.txt from requirements.in (needs uv)
-	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --upgrade
+requirements: ## Re-pin requirements.txt from requirements.in (uv on PATH, or the one make setup installed)
+	$$(command -v uv || echo $(BIN)/uv) pip compile requirements.in -o requirements.txt --python-version 3.11 --upgrade
 
 clean: ## Remove generated data, dbt target and model artifacts (keeps .venv)
 	rm -rf data target logs ml/artifacts test-artifacts .pytest_cache .ruff_cache

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from railflow.errors import RailflowError, SettingsError
-from railflow.settings import REPO_PROFILES_DIR, REPO_ROOT, Settings
+from railflow.errors import RailflowError, SettingsError, cli_entrypoint
+from railflow.settings import REPO_PROFILES_DIR, REPO_ROOT, Settings, get_settings
 from railflow.warehouse import connect
 
 PROFILE_TEMPLATE = REPO_ROOT / "profiles.example.yml"
@@ -93,18 +93,19 @@ def run_dbt(
         if not tail and capture:
             lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
             tail = f": {lines[-1].strip()}" if lines else ""
+        fresh = results.exists() and results.stat().st_mtime >= started
         raise DbtError(
             f"`dbt {' '.join(args)}` failed with exit code {proc.returncode}{tail}; "
-            f"see {results} and logs/dbt.log"
+            f"see {f'{results} and ' if fresh else ''}logs/dbt.log"
         )
     return proc
 
 
 def failed_nodes(results: Path, since: float = 0.0, shown: int = 3) -> str:
     """': 2 failed: <node> (<message>), ...' from a run_results.json written after `since`
-    (a wall-clock time), or '' when none failed."""
+    (a wall-clock time; an older one is an earlier run's), or '' when none failed."""
     try:
-        if results.stat().st_mtime < since:  # an earlier run's: dbt stopped before any node
+        if results.stat().st_mtime < since:
             return ""
         nodes = json.loads(results.read_text())["results"]
     except (OSError, ValueError, KeyError):  # no results: dbt stopped before any node
@@ -120,3 +121,18 @@ def failed_nodes(results: Path, since: float = 0.0, shown: int = 3) -> str:
         names.append(f"{name}{'::' + rest[0] if kind == 'unit_test' else ''} ({message})")
     more = f", and {len(failed) - shown} more" if len(failed) > shown else ""
     return f": {len(failed)} failed: {', '.join(names)}{more}"
+
+
+@cli_entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m railflow.dbt <dbt arguments>`: dbt with RailFlow's settings (warehouse file,
+    profile, target path from the RAILFLOW_* variables) and its one-line errors."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: python -m railflow.dbt <dbt command and arguments>, e.g. docs generate")
+        return
+    run_dbt(get_settings(), args)
+
+
+if __name__ == "__main__":
+    main()

@@ -153,3 +153,20 @@ def test_sync_before_scoring_says_to_run_the_ml_stage(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "run the ml stage first" in errors[0]
+
+
+def test_dbt_through_the_settings(tmp_path: Path) -> None:
+    """`python -m railflow.dbt` runs dbt on the warehouse the RAILFLOW_* settings name."""
+    env = {"RAILFLOW_DATA_DIR": str(tmp_path), "DBT_TARGET_PATH": str(tmp_path / "target")}
+    listed = subprocess.run(
+        [sys.executable, "-m", "railflow.dbt", "ls", "--select", "dim_dates", "--output", "name"],
+        cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 0 and "dim_dates" in listed.stdout.split()
+    assert (tmp_path / "target" / "manifest.json").exists()
+    bogus = subprocess.run(
+        [sys.executable, "-m", "railflow.dbt", "bogus"],
+        cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    errors = [ln for ln in bogus.stderr.splitlines() if ln.startswith("error:")]
+    assert bogus.returncode == 1 and len(errors) == 1 and "`dbt bogus` failed" in errors[0]
