@@ -1,7 +1,9 @@
 {#- Funnel reconstruction. Purchases do not carry the search id, so each booking is attributed to
-    the latest search by the same user for the same origin, destination and travel date made at
-    most var('attribution_window_days') before the purchase. Each booking gets at most one search
-    and each search at most one booking (the earliest purchase that chose it).
+    a search by the same user for the same origin, destination and travel date made at most
+    var('attribution_window_days') before the purchase: the latest one that reached checkout
+    before the purchase (checkouts carry their search id), or else the latest one. Each booking
+    gets at most one search and each search at most one booking (the earliest purchase that
+    chose it).
     Incremental: a late purchase on a rebuilt day may choose a search up to the attribution
     window earlier, so searches are rebuilt from one window before the lookback; a rebuilt search
     can only be chosen by purchases after it, and those compete for searches one window earlier
@@ -35,6 +37,24 @@ purchases as (
 
 ),
 
+checkouts as (
+
+    select * from {{ ref('stg_app__checkouts') }}
+    {{ where_since('checkout_started_at', window_start) }}
+
+),
+
+first_checkouts as (
+
+    select
+        search_id,
+        min(checkout_started_at) as first_checkout_at
+
+    from checkouts
+    group by 1
+
+),
+
 candidates as (
 
     select
@@ -43,7 +63,10 @@ candidates as (
         searches.search_id,
         row_number() over (
             partition by purchases.booking_id
-            order by searches.searched_at desc, searches.search_id desc
+            order by
+                case when first_checkouts.first_checkout_at <= purchases.purchased_at then 0 else 1 end,
+                searches.searched_at desc,
+                searches.search_id desc
         ) as search_rank
 
     from purchases
@@ -56,6 +79,7 @@ candidates as (
             and purchases.purchased_at >= searches.searched_at
             and searches.searched_at
             >= {{ add_days_to_timestamp(-1 * var('attribution_window_days'), 'purchases.purchased_at') }}
+    left join first_checkouts on searches.search_id = first_checkouts.search_id
 
 ),
 

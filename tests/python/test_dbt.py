@@ -75,7 +75,7 @@ def test_attribution_matches_the_true_search(
     joined = truth.join(marts["fct_bookings"], on="booking_id", suffix="_dbt")
     assert joined.height == truth.height
     accuracy = (joined["search_id"] == joined["search_id_dbt"]).mean()
-    assert accuracy > 0.85
+    assert accuracy > 0.95  # 0.92 without the checkout evidence (default world)
 
 
 def test_bots_and_internal_accounts_are_classified(
