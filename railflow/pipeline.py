@@ -59,7 +59,8 @@ def dbt_build_stage(settings: Settings) -> StageResult:
 
     Incremental models rebuild only their recent days, which is right while loads add data.
     When a load replaced or removed batches it had loaded before (another seed, a smaller
-    world), older days changed too: the build is then a full refresh.
+    world), or brought events older than the lookback (a backfill), older days changed too: the
+    build is then a full refresh.
     """
     from scripts.load import clear_rewrites, pending_rewrites
 
@@ -70,7 +71,9 @@ def dbt_build_stage(settings: Settings) -> StageResult:
     if rewritten:
         with connect(settings, read_only=False) as wh:
             clear_rewrites(wh)
-    refresh = f"yes, {rewritten:,} loaded batch(es) changed or removed" if rewritten else "no"
+    refresh = (
+        f"yes, {rewritten:,} loaded batch(es) changed, removed or backfilled" if rewritten else "no"
+    )
     return StageResult(
         outputs=[f"{settings.duckdb_path} (staging, marts)"], metrics={"full refresh": refresh}
     )

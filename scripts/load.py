@@ -8,14 +8,26 @@
   unchanged: a daily run reads only new or changed files. `--reload` loads every file again.
 - `--prune` removes the batches whose files are gone from the raw folder (rows, quarantine
   entries and accounting). The pipeline prunes, since each generated world replaces the last
-  one whole; a landing folder that is emptied after loading must not be pruned.
+  one whole; a landing folder that is emptied after loading must not be pruned. A table that
+  has loaded batches but no file at all (an emptied raw folder, or --raw-dir pointing at the
+  wrong folder) stops the load before anything is deleted: a smaller world still has a part
+  file per table.
 - A batch replaced by different content, or pruned, rewrites history that incremental dbt
   models have already built on: it is recorded in `audit.history_rewrites`, and the pipeline's
-  next dbt build is a full refresh (which then clears the record).
+  next dbt build is a full refresh (which then clears the record). So is a new batch of events
+  older than dbt's `lookback_days` before the latest event already in raw (a backfill), which
+  incremental models would otherwise never rebuild.
 - Rows that break the plan (missing required column, wrong type, null key, unparseable or future
-  timestamp, unknown station, value outside its enum or range) go to `audit.quarantine` with the
-  reason; extra columns are dropped and reported. Every input row is accounted for:
+  timestamp, unknown station, value outside its enum, range or format) go to `audit.quarantine`
+  with the reason; extra columns are not loaded and are reported. A type that cannot hold the
+  plan's is wrong for every row (an epoch number for a timestamp, "true" for a boolean, a list);
+  a float is an integer only when it is whole. Every input row is accounted for:
   loaded + quarantined = read, per batch, in `audit.load_batches`.
+- Clear-text PII never reaches the warehouse: a row with an email-like value in a string column,
+  or a phone number as a free-text value (a string no enum, reference, format or key constrains),
+  is quarantined, and its `row_json` in the quarantine has such values redacted.
+- Files the load does not read (not .parquet, or outside the plan's table folders) are logged
+  one warning each and counted in the summary.
 - A file that cannot be read at all stops the load with a one-line error naming the file.
 - Duplicate deliveries of an event id are not bad input: raw keeps them, staging dedupes.
 """
@@ -23,6 +35,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,16 +47,25 @@ from typing import NamedTuple
 import polars as pl
 
 from railflow.checksums import sha256_file
+from railflow.dbt import project_var
 from railflow.errors import RailflowError, SettingsError, cli_entrypoint
 from railflow.pipeline import StageResult
 from railflow.settings import Settings, get_settings
 from railflow.warehouse import Warehouse, connect
 from scripts.reference import load_reference
-from scripts.tracking_plan import TableSpec, load_plan
+from scripts.tracking_plan import FORMATS, Column, TableSpec, load_plan
 
 log = logging.getLogger("railflow.load")
 FUTURE_TOLERANCE = timedelta(minutes=5)
 TS = pl.Datetime("us", "UTC")
+# Clear-text PII the loader refuses (privacy by construction). An email: an '@' between
+# characters an address can hold, quotes and brackets excluded.
+EMAIL_LIKE = r"[\w.%+'!#$&*/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*"
+PII_HINT = "clear-text PII: hash or drop it before writing data/raw"
+PHONE_IN_TEXT = r"\+?[\d(][\d\s./()-]{7,}\d"  # inside a longer text (lists in row_json)
+REDACTED, REDACTED_EMAIL, REDACTED_PHONE = "[redacted]", "[redacted email]", "[redacted phone]"
+# working columns of validate(), named so that no file column collides with them
+ROW, REASON, CAST = "__railflow_row", "__railflow_reason", "__railflow_cast_"
 # BigQuery layout of raw tables: day partitions on the event time, clustered by common filters.
 CLUSTER_BY = {"events": ["event_name", "user_id"], "users": ["country_code", "user_id"]}
 
@@ -64,6 +86,7 @@ class BatchReport:
     reasons: dict[str, int] = field(default_factory=dict)
     unchanged: bool = False  # loaded before from the same file: skipped
     rows_removed: int | None = None  # pruned: its file is gone, and so are its rows
+    rows_backfilled: int = 0  # events older than the dbt lookback, in a batch new to raw
 
     def check(self) -> None:
         if self.rows_loaded + self.rows_quarantined != self.rows_read:
@@ -84,32 +107,147 @@ def read_batch(path: Path) -> pl.DataFrame:
         ) from None
 
 
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype == pl.Utf8 or isinstance(dtype, pl.Categorical | pl.Enum)
+
+
+def to_plan_type(source: pl.Expr, dtype: pl.DataType, col: Column) -> pl.Expr | None:
+    """`source`, a column of the file's `dtype`, as the plan's type: null where a value does not
+    convert. None when the file's type cannot hold the plan's at all (every value is bad): a
+    plain cast would turn epoch numbers into 1970 timestamps, 1.5 into 1, and raise on
+    "true"/"false" strings or lists."""
+    if dtype == pl.Null:
+        return source.cast(col.dtype)
+    text = _is_text(dtype)
+    if text:
+        source = source.cast(pl.Utf8)
+    if col.type == "string" and (text or dtype.is_integer()):
+        return source.cast(pl.Utf8)
+    if col.type == "integer" and (text or dtype.is_integer()):
+        return source.cast(pl.Int64, strict=False)
+    if col.type == "integer" and (dtype.is_float() or dtype.is_decimal()):
+        number = source.cast(pl.Float64)
+        return pl.when(number == number.floor()).then(number.cast(pl.Int64, strict=False))
+    if col.type == "number" and (text or dtype.is_numeric()):
+        number = source.cast(pl.Float64, strict=False)
+        return pl.when(number.is_finite()).then(number)  # NaN and inf are no amount
+    if col.type == "boolean" and dtype == pl.Boolean:
+        return source
+    if col.type == "date" and dtype == pl.Date:
+        return source
+    if col.type == "date" and text:
+        return source.str.to_date(strict=False)
+    if col.type == "timestamp" and isinstance(dtype, pl.Datetime):
+        zoned = source.dt.replace_time_zone("UTC") if dtype.time_zone is None else source
+        return zoned.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    if col.type == "timestamp" and text:
+        return source.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
+    return None
+
+
+def looks_like_email(text: pl.Expr) -> pl.Expr:
+    return text.str.contains(EMAIL_LIKE)
+
+
+def looks_like_phone(text: pl.Expr) -> pl.Expr:
+    """Only digits and phone punctuation, with 9 to 15 digits. A bare run of digits not
+    starting with 0 (a numeric id) and an ISO date with a time are not taken for one."""
+    return (
+        text.str.contains(r"^\s*\+?[\s./()-]*(?:\d[\s./()-]*){9,15}$")
+        & ~text.str.contains(r"^\s*[1-9]\d*\s*$")
+        & ~text.str.contains(r"^\s*\d{4}-\d{2}-\d{2}")
+    )
+
+
+def as_text(df: pl.DataFrame, name: str) -> pl.Expr:
+    """A column as text for audit.quarantine.row_json (lists and structs as their JSON, with
+    any run of digits long enough to be a phone number redacted)."""
+    if df.schema[name].is_nested():
+        wrapper = "{" + json.dumps(name, ensure_ascii=False) + ":"
+        encoded = pl.struct(name).struct.json_encode().str.strip_prefix(wrapper)
+        encoded = encoded.str.strip_suffix("}").str.replace_all(PHONE_IN_TEXT, REDACTED_PHONE)
+        return pl.when(pl.col(name).is_not_null()).then(encoded)
+    return pl.col(name).cast(pl.Utf8, strict=False)
+
+
+def redacted_row_json(df: pl.DataFrame, spec: TableSpec) -> pl.Expr:
+    """Each row as JSON, every column of the file kept for debugging, except values that look
+    like personal data: the quarantine must not become the place clear-text PII lands."""
+    if not df.columns:
+        return pl.lit("{}")
+    columns = {c.name: c for c in spec.columns}
+    fields: list[pl.Expr] = []
+    for name in df.columns:
+        text = as_text(df, name)
+        value = text.str.replace_all(EMAIL_LIKE, REDACTED_EMAIL)
+        # any column: a quarantined row may hold a phone where an enum value belongs
+        value = pl.when(looks_like_phone(text)).then(pl.lit(REDACTED_PHONE)).otherwise(value)
+        col = columns.get(name)
+        if col is not None and col.format:
+            valid = text.str.contains(FORMATS[col.format][0])
+            value = pl.when(~valid).then(pl.lit(REDACTED)).otherwise(value)
+        fields.append(value.alias(name))
+    return pl.struct(fields).struct.json_encode()
+
+
 def validate(df: pl.DataFrame, spec: TableSpec, now: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split a batch into (valid rows in the plan's schema, quarantined rows with a reason)."""
+    """Split a batch into (valid rows in the plan's schema, quarantined rows with a reason).
+
+    Columns of the file outside the plan are not loaded, but are kept in a quarantined row's
+    row_json."""
     stations = set(load_reference().stations["station_id"].to_list())
     reasons: list[pl.Expr] = []
-    casts: list[pl.Expr] = []
+    casts: dict[str, pl.Expr] = {}
+    known = [c for c in spec.columns if c.name in df.columns]
+    if not known:  # e.g. upper-cased names: one reason, not one per column
+        reasons.append(
+            pl.lit(
+                f"missing columns: the file has none of the {len(spec.columns)} columns of "
+                f"{spec.name} in the tracking plan (names are case-sensitive)"
+            )
+        )
     for col in spec.columns:
         if col.name not in df.columns:
-            reasons.append(pl.lit(f"missing column {col.name}"))
-            casts.append(pl.lit(None, dtype=col.dtype).alias(col.name))
+            if known:
+                reasons.append(pl.lit(f"missing column {col.name}"))
+            casts[col.name] = pl.lit(None, dtype=col.dtype)
             continue
         source = pl.col(col.name)
-        if df.schema[col.name] == pl.Utf8 and col.type == "timestamp":
-            cast = source.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
-        elif df.schema[col.name] == pl.Utf8 and col.type == "date":
-            cast = source.str.to_date(strict=False)
-        elif isinstance(df.schema[col.name], pl.Datetime) and col.type == "timestamp":
-            zone = df.schema[col.name].time_zone  # type: ignore[union-attr]
-            cast = source.dt.replace_time_zone("UTC") if zone is None else source
-            cast = cast.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+        dtype = df.schema[col.name]
+        cast = to_plan_type(source, dtype, col)
+        if cast is None:
+            cast = pl.lit(None, dtype=col.dtype)
+            wrong = f"{col.name}: not a valid {col.type} (the file's column is {dtype})"
+            reasons.append(pl.when(source.is_not_null()).then(pl.lit(wrong)))
         else:
-            cast = source.cast(col.dtype, strict=False)
-        casts.append(cast.alias(col.name))
-        bad_cast = source.is_not_null() & cast.is_null()
-        reasons.append(pl.when(bad_cast).then(pl.lit(f"{col.name}: not a valid {col.type}")))
+            bad_cast = source.is_not_null() & cast.is_null()
+            reasons.append(pl.when(bad_cast).then(pl.lit(f"{col.name}: not a valid {col.type}")))
+        casts[col.name] = cast
         if col.required:
             reasons.append(pl.when(source.is_null()).then(pl.lit(f"{col.name}: null")))
+        # Clear-text PII never reaches the warehouse. A column confined to known values needs
+        # no scan: anything else in it is quarantined anyway (and redacted in row_json).
+        confined = col.enum or col.references or (spec.kind == "event" and col.name == "event_name")
+        if _is_text(dtype) and not confined:
+            text = source.cast(pl.Utf8)
+            reasons.append(
+                pl.when(looks_like_email(text)).then(
+                    pl.lit(f"{col.name}: looks like an email address ({PII_HINT})")
+                )
+            )
+            if col.free_text:
+                reasons.append(
+                    pl.when(looks_like_phone(text)).then(
+                        pl.lit(f"{col.name}: looks like a phone number ({PII_HINT})")
+                    )
+                )
+        if col.format:
+            pattern, meaning = FORMATS[col.format]
+            reasons.append(
+                pl.when(cast.is_not_null() & ~cast.str.contains(pattern)).then(
+                    pl.lit(f"{col.name}: not {meaning}")
+                )
+            )
         if col.enum:
             reasons.append(
                 pl.when(cast.is_not_null() & ~cast.cast(pl.Utf8).is_in(list(col.enum))).then(
@@ -136,33 +274,34 @@ def validate(df: pl.DataFrame, spec: TableSpec, now: datetime) -> tuple[pl.DataF
                     pl.lit(f"{col.name}: in the future")
                 )
             )
-    if spec.kind == "event":
+    if spec.kind == "event" and "event_name" in df.columns:
         reasons.append(
-            pl.when(pl.col("event_name") != spec.name).then(
-                pl.lit(f"event_name is not {spec.name}")
-            )
-            if "event_name" in df.columns
-            else pl.lit(None, dtype=pl.Utf8)
+            pl.when(casts["event_name"] != spec.name).then(pl.lit(f"event_name is not {spec.name}"))
         )
-    checked = df.with_row_index("_row").with_columns(
-        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("_reason"),
-        *[c.alias(f"_cast_{i}") for i, c in enumerate(casts)],
+    checked = df.with_row_index(ROW).with_columns(
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias(REASON),
+        *[cast.alias(f"{CAST}{i}") for i, cast in enumerate(casts.values())],
     )
     checked = checked.with_columns(
-        pl.when(pl.col("_reason") == "").then(None).otherwise(pl.col("_reason")).alias("_reason")
+        pl.when(pl.col(REASON) == "").then(None).otherwise(pl.col(REASON)).alias(REASON)
     )
-    good = checked.filter(pl.col("_reason").is_null()).select(
-        [pl.col(f"_cast_{i}").alias(c.name) for i, c in enumerate(spec.columns)]
+    good = checked.filter(pl.col(REASON).is_null()).select(
+        [pl.col(f"{CAST}{i}").alias(name) for i, name in enumerate(casts)]
     )
-    original = [c for c in df.columns]
-    bad = checked.filter(pl.col("_reason").is_not_null()).select(
-        pl.col("_row").cast(pl.Int64).alias("row_number"),
-        pl.col("_reason").alias("reason"),
-        pl.struct([pl.col(c).cast(pl.Utf8) for c in original])
-        .struct.json_encode()
-        .alias("row_json"),
+    bad = checked.filter(pl.col(REASON).is_not_null()).select(
+        pl.col(ROW).cast(pl.Int64).alias("row_number"),
+        pl.col(REASON).alias("reason"),
+        redacted_row_json(df, spec).alias("row_json"),
     )
     return good, bad
+
+
+class LoadReports(list[BatchReport]):
+    """The batch reports of one load, and the raw folder entries it did not read."""
+
+    def __init__(self, reports: Sequence[BatchReport] = (), ignored: Sequence[Path] = ()) -> None:
+        super().__init__(reports)
+        self.ignored = list(ignored)
 
 
 class LoadedBatch(NamedTuple):
@@ -238,8 +377,10 @@ def load_file(
     now: datetime,
     recorded: Mapping[str, LoadedBatch],
     reload: bool = False,
+    backfill_before: datetime | None = None,
 ) -> BatchReport:
-    """Load one file as a batch; `recorded` holds the batches loaded before."""
+    """Load one file as a batch; `recorded` holds the batches loaded before. Events of a new
+    batch that occurred before `backfill_before` are a backfill (see backfill_cutoff)."""
     batch_id = f"{spec.name}/{path.name}"
     report = BatchReport(batch_id, spec.name, str(path))
     digest = sha256_file(path)
@@ -250,14 +391,19 @@ def load_file(
     df = read_batch(path)
     report.rows_read = df.height
     report.extra_columns = [c for c in df.columns if c not in spec.schema]
-    good, bad = validate(df.drop(report.extra_columns), spec, now)
+    good, bad = validate(df, spec, now)
     report.rows_loaded, report.rows_quarantined = good.height, bad.height
     report.check()
+    if previous is None and backfill_before is not None:
+        report.rows_backfilled = good.filter(pl.col(spec.time_column) < backfill_before).height
     loaded_at = pl.lit(now, dtype=TS)
     good = good.with_columns(pl.lit(batch_id).alias("_batch_id"), loaded_at.alias("_loaded_at"))
     delete_batch(wh, spec.name, batch_id)  # idempotent: its earlier rows are replaced
     if previous is not None and previous != digest:
         record_rewrite(wh, spec.name, batch_id, "changed", now)
+    if report.rows_backfilled:
+        reason = f"backfill: {report.rows_backfilled} rows older than the lookback"
+        record_rewrite(wh, spec.name, batch_id, reason, now)
     kind = "events" if spec.kind == "event" else "users"
     wh.write(
         good,
@@ -303,13 +449,80 @@ def load_file(
     return report
 
 
+def ignored_entries(
+    raw_dir: Path, tables: Sequence[str], files: Mapping[str, list[Path]]
+) -> list[Path]:
+    """What the raw folder holds that this load does not read, each logged on one line.
+    Hidden entries (.DS_Store, .gitkeep) are tool metadata and pass silently."""
+    plan = load_plan()
+    ignored: list[tuple[Path, str]] = []
+    for entry in sorted(raw_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.name in plan and entry.is_dir():
+            if entry.name in tables:
+                read = set(files[entry.name])
+                ignored += [
+                    (p, "not a .parquet file of the table")
+                    for p in sorted(entry.iterdir())
+                    if p not in read and not p.name.startswith(".")
+                ]
+        elif entry.is_dir():
+            ignored.append((entry, "not a table of the tracking plan"))
+        else:
+            ignored.append((entry, f"raw files go in table folders, {raw_dir}/<table>/*.parquet"))
+    for path, why in ignored:
+        log.warning("ignored %s: %s", path, why)
+    return [path for path, _ in ignored]
+
+
+def refuse_to_prune_everything(
+    raw_dir: Path, files: Mapping[str, list[Path]], recorded: Mapping[str, LoadedBatch]
+) -> None:
+    """Pruning removes the batches whose files are gone. A table with loaded batches and no
+    file at all is an emptied or wrong raw folder, not a smaller world (which always keeps a
+    part per table): stop before deleting anything."""
+    loaded = {batch_id.split("/", 1)[0] for batch_id in recorded}
+    empty = [name for name, paths in files.items() if not paths and name in loaded]
+    if not empty:
+        return
+    more = f" (nor do {len(empty) - 1} other table folder(s))" if len(empty) > 1 else ""
+    nested = raw_dir / "raw"
+    where = (
+        f"pass --raw-dir {nested}"
+        if nested.is_dir()
+        else "point --raw-dir (or RAILFLOW_DATA_DIR) at the folder that holds the table folders"
+    )
+    raise LoadError(
+        f"{raw_dir / empty[0]} has no .parquet file{more}, yet the warehouse holds batches "
+        f"loaded from it: pruning would delete them all, so nothing was loaded or removed; "
+        f"generate the world (`python -m scripts.generate`) or {where}"
+    )
+
+
+def backfill_cutoff(
+    wh: Warehouse, spec: TableSpec, new_batches: bool, lookback: timedelta
+) -> datetime | None:
+    """Incremental dbt models rebuild only `lookback_days` back from their latest day: events
+    of a new batch older than the latest already in raw minus the lookback would never reach
+    them. None when there is nothing to compare with (no new batch, a first load)."""
+    if spec.kind != "event" or not new_batches or not wh.table_exists("raw", spec.name):
+        return None
+    column = spec.time_column
+    latest = wh.query(f"select max({column}) as latest from {wh.table('raw', spec.name)}")
+    value: datetime | None = latest["latest"][0]
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)) - lookback
+
+
 def load(
     settings: Settings,
     tables: Sequence[str] | None = None,
     raw_dir: Path | None = None,
     reload: bool = False,
     prune: bool = False,
-) -> list[BatchReport]:
+) -> LoadReports:
     raw_dir = raw_dir or settings.raw_dir
     plan = load_plan()
     unknown = [t for t in tables or [] if t not in plan]
@@ -318,17 +531,24 @@ def load(
     if not raw_dir.is_dir():
         raise LoadError(f"{raw_dir} does not exist; run `python -m scripts.generate` first")
     now = datetime.now(UTC).replace(microsecond=0)
-    reports: list[BatchReport] = []
+    lookback = timedelta(days=int(project_var("lookback_days")))
+    names = list(tables or plan)
+    files = {name: sorted((raw_dir / name).glob("*.parquet")) for name in names}
+    reports = LoadReports(ignored=ignored_entries(raw_dir, names, files))
     with connect(settings, read_only=False) as wh:
         recorded = loaded_batches(wh)
-        for name in tables or list(plan):
-            files = sorted((raw_dir / name).glob("*.parquet"))
-            for path in files:
-                reports.append(load_file(wh, path, plan[name], now, recorded, reload))
-            if not files:
+        if prune:
+            refuse_to_prune_everything(raw_dir, files, recorded)
+        for name in names:
+            spec = plan[name]
+            new = any(f"{name}/{path.name}" not in recorded for path in files[name])
+            cutoff = backfill_cutoff(wh, spec, new, lookback)  # before this load adds rows
+            for path in files[name]:
+                reports.append(load_file(wh, path, spec, now, recorded, reload, cutoff))
+            if not files[name]:
                 log.warning("no files for raw table %s in %s", name, raw_dir / name)
             if prune:
-                present = {f"{name}/{path.name}" for path in files}
+                present = {f"{name}/{path.name}" for path in files[name]}
                 for batch_id in sorted(recorded):
                     if batch_id.split("/", 1)[0] == name and batch_id not in present:
                         report = BatchReport(batch_id, name, str(raw_dir / batch_id))
@@ -363,6 +583,13 @@ def format_summary(reports: Sequence[BatchReport]) -> str:
             lines.append(f"note: {r.file}: extra columns ignored: {', '.join(r.extra_columns)}")
         for reason, n in sorted(r.reasons.items()):
             lines.append(f"quarantined {n:,} row(s) of {r.file}: {reason}")
+    for r in reports:
+        if r.rows_backfilled:
+            lines.append(
+                f"backfill: {r.rows_backfilled:,} row(s) of {r.file} are older than the dbt "
+                "lookback: the pipeline's next dbt build is a full refresh (by hand: "
+                "dbt build --full-refresh)"
+            )
     removed = [r for r in reports if r.rows_removed is not None]
     if removed:
         lines.append(
@@ -373,6 +600,11 @@ def format_summary(reports: Sequence[BatchReport]) -> str:
         lines.append(
             f"skipped {unchanged:,} batch(es) unchanged since their last load "
             "(python -m scripts.load --reload loads them again)"
+        )
+    if isinstance(reports, LoadReports) and (ignored := reports.ignored):
+        names = ", ".join(str(p) for p in ignored[:3]) + (", ..." if len(ignored) > 3 else "")
+        lines.append(
+            f"ignored: {len(ignored):,} file(s) or folder(s) not in the tracking plan ({names})"
         )
     return "\n".join(lines)
 
@@ -392,6 +624,8 @@ def stage(settings: Settings) -> StageResult:
             "rows quarantined": f"{quarantined:,}",
             "batches unchanged": sum(r.unchanged for r in reports),
             "batches removed": sum(r.rows_removed is not None for r in reports),
+            "rows backfilled": f"{sum(r.rows_backfilled for r in reports):,}",
+            "raw entries ignored": len(reports.ignored),
         },
     )
 
@@ -409,7 +643,8 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
     parser.add_argument(
         "--prune",
         action="store_true",
-        help="remove the batches whose files are gone from the raw folder",
+        help="remove the batches whose files are gone from the raw folder (never every batch "
+        "of a table: a table folder with no file stops the load)",
     )
     return parser
 

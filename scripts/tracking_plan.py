@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from railflow.errors import RailflowError
 from railflow.settings import REPO_ROOT
 
 PLAN_PATH = REPO_ROOT / "schemas" / "tracking_plan.yml"
@@ -26,6 +27,20 @@ POLARS_TYPES: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("us", "UTC"),
 }
 
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# `format:` of a string column: the regex a whole value must match, and what it means.
+FORMATS: dict[str, tuple[str, str]] = {
+    "sha256_hex": (r"^[0-9a-f]{64}$", "64 lowercase hex characters (a salted SHA-256)"),
+    "domain": (
+        rf"^{_LABEL}(?:\.{_LABEL})+$",
+        "a bare domain, lowercase, such as gmail.com (no '@')",
+    ),
+}
+
+
+class PlanError(RailflowError):
+    """The tracking plan file itself is invalid."""
+
 
 @dataclass(frozen=True)
 class Column:
@@ -36,10 +51,20 @@ class Column:
     minimum: float | None = None
     maximum: float | None = None
     references: str | None = None
+    key: bool = False
+    format: str | None = None  # a key of FORMATS
 
     @property
     def dtype(self) -> pl.DataType:
         return POLARS_TYPES[self.type]
+
+    @property
+    def free_text(self) -> bool:
+        """A string no rule constrains (not an id, enum, reference or format): where stray
+        personal data such as a phone number could hide."""
+        return self.type == "string" and not (
+            self.key or self.enum or self.references or self.format
+        )
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,12 @@ class TableSpec:
 
 
 def _columns(props: dict[str, dict]) -> list[Column]:
+    for name, spec in props.items():
+        if spec.get("format") not in (None, *FORMATS):
+            raise PlanError(
+                f"{PLAN_PATH}: column {name} has unknown format {spec['format']!r}; "
+                f"use one of {', '.join(FORMATS)}"
+            )
     return [
         Column(
             name=name,
@@ -71,6 +102,8 @@ def _columns(props: dict[str, dict]) -> list[Column]:
             minimum=spec.get("min"),
             maximum=spec.get("max"),
             references=spec.get("references"),
+            key=bool(spec.get("key", False)),
+            format=spec.get("format"),
         )
         for name, spec in props.items()
     ]

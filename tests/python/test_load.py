@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -40,12 +42,16 @@ def settings(empty_settings: Settings, raw: Path) -> Settings:
     return empty_settings.with_overrides(data_dir=raw.parent)
 
 
+def part(raw: Path, table: str = TABLE) -> Path:
+    return raw / table / "part-00000.parquet"
+
+
 def searches(raw: Path) -> pl.DataFrame:
-    return pl.read_parquet(raw / TABLE / "part-00000.parquet")
+    return pl.read_parquet(part(raw))
 
 
-def replace_file(raw: Path, df: pl.DataFrame) -> None:
-    df.write_parquet(raw / TABLE / "part-00000.parquet")
+def replace_file(raw: Path, df: pl.DataFrame, table: str = TABLE) -> None:
+    df.write_parquet(part(raw, table))
 
 
 def load_searches(settings: Settings, reload: bool = False) -> tuple[int, int, int, pl.DataFrame]:
@@ -75,6 +81,17 @@ def first_rows(column: str, n: int, value: object) -> pl.Expr:
     return (
         pl.when(pl.int_range(pl.len()) < n)
         .then(pl.lit(value))
+        .otherwise(pl.col(column))
+        .alias(column)
+    )
+
+
+def first_values(column: str, values: list[str]) -> pl.Expr:
+    """`column` with its first len(values) values replaced by `values`, in order."""
+    n = len(values)
+    return (
+        pl.when(pl.int_range(pl.len()) < n)
+        .then(pl.lit(pl.Series(values)).gather(pl.int_range(pl.len()).clip(0, n - 1)))
         .otherwise(pl.col(column))
         .alias(column)
     )
@@ -132,6 +149,29 @@ CORPUS = {
         lambda df: df.with_columns(first_rows("passengers", 1, 0)),
         "passengers: below 1",
         1,
+    ),
+    # wrong types that used to crash the loader (traceback, no accounting row)
+    "boolean-as-text": (
+        lambda df: df.with_columns(pl.col("is_round_trip").cast(pl.Utf8)),
+        "is_round_trip: not a valid boolean",
+        "all",
+    ),
+    "list-column": (
+        lambda df: df.with_columns(pl.concat_list("passengers").alias("passengers")),
+        "passengers: not a valid integer",
+        "all",
+    ),
+    "no-known-column": (lambda df: df.rename(str.upper), "missing column", "all"),
+    # wrong types that used to load as wrong values
+    "epoch-seconds-timestamp": (
+        lambda df: df.with_columns(pl.col("occurred_at").dt.epoch("s")),
+        "occurred_at: not a valid timestamp",
+        "all",
+    ),
+    "fractional-integer": (
+        lambda df: df.with_columns(first_rows("passengers", 3, 1.5)),
+        "passengers: not a valid integer",
+        3,
     ),
 }
 
@@ -250,6 +290,229 @@ def test_pruning_reports_what_it_removed(settings: Settings, raw: Path) -> None:
     assert removed == [(f"{TABLE}/part-00001.parquet", 40)]
     assert "removed 1 batch(es), 40 row(s)" in format_summary(reports)
     assert rewrites(settings) == 1
+
+
+EMAIL = "alice.martin@gmail.com"
+
+
+def raw_strings(settings: Settings, table: str) -> list[str]:
+    """Every string value of raw.<table>."""
+    with connect(settings) as wh:
+        df = wh.read("raw", table)
+    return [v for c in df.columns if df.schema[c] == pl.Utf8 for v in df[c].drop_nulls()]
+
+
+def quarantined_rows(settings: Settings, table: str) -> pl.DataFrame:
+    with connect(settings) as wh:
+        return wh.read("audit", "quarantine").filter(pl.col("table_name") == table)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "kept"),
+    [
+        ("users", "email_sha256", "country_code"),
+        ("users", "email_domain", "country_code"),
+        ("users", "user_id", "country_code"),
+        (TABLE, "session_id", "origin_station_id"),
+    ],
+)
+def test_clear_text_email_is_quarantined_and_redacted(
+    settings: Settings, raw: Path, table: str, column: str, kept: str
+) -> None:
+    original = pl.read_parquet(part(raw, table))
+    corrupted = original.with_columns(
+        first_values(column, [EMAIL, f" {EMAIL.upper()} ", f"mailto:{EMAIL}"]),
+        pl.lit(f"contact {EMAIL}").alias("contact"),  # extra columns: never loaded, but kept
+        pl.concat_list(pl.lit(EMAIL), pl.lit("+33 6 12 34 56 78")).alias("aliases"),  # row_json
+    )
+    replace_file(raw, corrupted, table)
+    read, loaded, quarantined = summarise(load(settings, [table]))[table]
+    assert (read, loaded, quarantined) == (original.height, original.height - 3, 3)
+    assert not any("@" in v or "alice" in v.lower() for v in raw_strings(settings, table))
+    bad = quarantined_rows(settings, table)
+    assert bad["reason"].str.contains(f"{column}: looks like an email address").all()
+    # the row is kept for debugging, without the PII-looking values
+    assert not bad["row_json"].str.to_lowercase().str.contains("alice|56 78").any()
+    for row_json, row in zip(bad["row_json"], bad["row_number"], strict=True):
+        kept_row = json.loads(row_json)
+        assert set(kept_row) == set(corrupted.columns)
+        assert kept_row[kept] == original[kept][row]
+        assert "[redacted" in kept_row[column] and "[redacted" in kept_row["contact"]
+
+
+def test_email_sha256_must_be_a_digest_and_email_domain_a_bare_domain(
+    settings: Settings, raw: Path
+) -> None:
+    original = pl.read_parquet(part(raw, "users"))
+    replace_file(
+        raw,
+        original.with_columns(
+            first_rows("email_sha256", 2, "Alice Martin"),  # a name where a hash belongs
+        ).with_columns(
+            pl.when(pl.int_range(pl.len()) == 2)
+            .then(pl.col("email_sha256").str.to_uppercase())
+            .otherwise(pl.col("email_sha256")),
+            pl.when(pl.int_range(pl.len()).is_between(3, 4))
+            .then(pl.lit("@gmail.com"))
+            .otherwise(pl.col("email_domain"))
+            .alias("email_domain"),
+        ),
+        "users",
+    )
+    read, loaded, quarantined = summarise(load(settings, ["users"]))["users"]
+    assert (read, loaded, quarantined) == (original.height, original.height - 5, 5)
+    bad = quarantined_rows(settings, "users").sort("row_number")
+    assert bad["row_number"].to_list() == [0, 1, 2, 3, 4]
+    assert bad["reason"].head(3).str.contains("email_sha256: not 64 lowercase hex").all()
+    assert bad["reason"].tail(2).str.contains("email_domain: not a bare domain").all()
+    assert not bad["row_json"].str.contains("Alice Martin|@gmail").any()
+    assert not any("Alice" in v or "@" in v for v in raw_strings(settings, "users"))
+
+
+def test_phone_numbers_in_free_text_are_quarantined_and_redacted(
+    settings: Settings, raw: Path
+) -> None:
+    table = "session_started"
+    original = pl.read_parquet(part(raw, table))
+    phones = ["+33 6 12 34 56 78", "06 12 34 56 78", "(0141) 496 0424"]
+    replace_file(raw, original.with_columns(first_values("utm_source", phones)), table)
+    read, _, quarantined = summarise(load(settings, [table]))[table]
+    assert (read, quarantined) == (original.height, 3)
+    bad = quarantined_rows(settings, table)
+    assert bad["reason"].str.contains("utm_source: looks like a phone number").all()
+    assert not bad["row_json"].str.contains("56 78|496 0424").any()
+
+
+def test_the_clean_world_loads_without_false_positives(settings: Settings) -> None:
+    """Ids, timestamps, hashes and domains of a generated world are not taken for PII."""
+    totals = summarise(load(settings))
+    assert totals and all(quarantined == 0 for _, _, quarantined in totals.values())
+
+
+def test_whole_numbers_stored_as_floats_load_as_integers(settings: Settings, raw: Path) -> None:
+    original = searches(raw)
+    replace_file(raw, original.with_columns(pl.col("passengers").cast(pl.Float64)))
+    _, loaded, quarantined, _ = load_searches(settings)
+    assert (loaded, quarantined) == (original.height, 0)
+    with connect(settings) as wh:
+        assert wh.read("raw", TABLE)["passengers"].sum() == original["passengers"].sum()
+
+
+def warehouse_state(settings: Settings) -> tuple[dict[str, int], list[str]]:
+    """Rows per raw table, and the loaded batch ids."""
+    with connect(settings) as wh:
+        rows = {
+            name: wh.query(f"select count(*) as n from {wh.table('raw', name)}")["n"][0]
+            for name in sorted(p.name for p in settings.raw_dir.iterdir() if p.is_dir())
+            if wh.table_exists("raw", name)
+        }
+        batches = sorted(wh.read("audit", "load_batches")["_batch_id"])
+    return rows, batches
+
+
+def test_an_emptied_raw_folder_does_not_wipe_the_warehouse(settings: Settings, raw: Path) -> None:
+    load(settings)
+    rows, batches = warehouse_state(settings)
+    assert rows and batches
+    for folder in list(raw.iterdir()):
+        shutil.rmtree(folder)
+    with pytest.raises(LoadError) as info:
+        load_stage(settings)  # the pipeline's load always prunes
+    message = str(info.value)
+    assert str(raw / "session_started") in message and "\n" not in message
+    assert "python -m scripts.generate" in message and "--raw-dir" in message
+    with connect(settings) as wh:
+        assert len(wh.read("audit", "load_batches")) == len(batches)
+        for name, n in rows.items():
+            assert wh.query(f"select count(*) as n from {wh.table('raw', name)}")["n"][0] == n
+
+
+def test_one_emptied_table_folder_stops_the_prune_before_any_delete(
+    settings: Settings, raw: Path
+) -> None:
+    extra = raw / TABLE / "part-00001.parquet"
+    searches(raw).head(40).write_parquet(extra)
+    load(settings)
+    rows, batches = warehouse_state(settings)
+    extra.unlink()  # legitimately gone: would be pruned...
+    shutil.rmtree(raw / "users")  # ...but a table with no file at all stops the load first
+    with pytest.raises(LoadError, match="users"):
+        load(settings, prune=True)
+    (raw / "users").mkdir()
+    assert warehouse_state(settings) == (rows, batches)
+
+
+def test_cli_raw_dir_one_level_too_high_refuses_to_prune(settings: Settings, raw: Path) -> None:
+    load(settings)
+    rows, batches = warehouse_state(settings)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.load", "--raw-dir", str(raw.parent), "--prune"],
+        cwd=REPO_ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "RAILFLOW_DATA_DIR": str(settings.data_dir),
+            "RAILFLOW_DUCKDB_PATH": str(settings.duckdb_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"--raw-dir {raw}" in errors[0]
+    assert warehouse_state(settings) == (rows, batches)
+
+
+def shifted(df: pl.DataFrame, days: int, prefix: str) -> pl.DataFrame:
+    """The same events `days` earlier, delivered again under new event ids."""
+    return df.with_columns(
+        (prefix + pl.col("event_id")).alias("event_id"),
+        pl.col("occurred_at") - pl.duration(days=days),
+        pl.col("received_at") - pl.duration(days=days),
+    )
+
+
+def test_a_late_batch_beyond_the_lookback_is_a_backfill(settings: Settings, raw: Path) -> None:
+    load_searches(settings)  # a first load is not a backfill, however long the world
+    assert rewrites(settings) == 0
+    by_time = searches(raw).sort("occurred_at")
+    shifted(by_time.head(30), 90, "old_").write_parquet(raw / TABLE / "part-00001.parquet")
+    shifted(by_time.tail(20), 1, "late_").write_parquet(raw / TABLE / "part-00002.parquet")
+    reports = load(settings, [TABLE])
+    backfilled = {Path(r.file).name: r.rows_backfilled for r in reports if not r.unchanged}
+    assert backfilled == {"part-00001.parquet": 30, "part-00002.parquet": 0}
+    with connect(settings) as wh:
+        history = wh.read("audit", "history_rewrites")
+    assert history.select("_batch_id", "reason").rows() == [
+        (f"{TABLE}/part-00001.parquet", "backfill: 30 rows older than the lookback")
+    ]
+    assert "backfill: 30 row(s) of" in format_summary(reports)
+    load(settings, [TABLE], reload=True)  # the same files again: nothing new arrived
+    assert rewrites(settings) == 1
+
+
+def test_a_first_load_is_not_a_backfill(settings: Settings, raw: Path) -> None:
+    shifted(searches(raw), 90, "old_").write_parquet(raw / TABLE / "part-00001.parquet")
+    reports = load(settings, [TABLE])
+    assert [r.rows_backfilled for r in reports] == [0, 0]
+    assert rewrites(settings) == 0
+
+
+def test_files_outside_the_tracking_plan_are_reported(
+    settings: Settings, raw: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (raw / "notes.txt").write_text("not a table")
+    (raw / "tickets").mkdir()
+    searches(raw).write_parquet(raw / "tickets" / "part-00000.parquet")
+    (raw / TABLE / "part-00001.csv").write_text("event_id\nev_1\n")
+    with caplog.at_level(logging.WARNING, logger="railflow.load"):
+        reports = load(settings, [TABLE])
+    ignored = [raw / "notes.txt", raw / "tickets", raw / TABLE / "part-00001.csv"]
+    assert sorted(reports.ignored) == sorted(ignored)
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ignored")]
+    assert len(warnings) == 3 and all("\n" not in w for w in warnings)
+    assert "ignored: 3 file(s) or folder(s) not in the tracking plan" in format_summary(reports)
+    assert summarise(reports)[TABLE][1] == searches(raw).height  # the table itself loaded
 
 
 def test_seed_with_wrong_encoding_is_reported(tmp_path: Path) -> None:
