@@ -12,8 +12,10 @@ them, and checked against their property's schema once per distinct value. The l
 successfully synced attributes of each user live in `audit.crm_sync_state`; diff mode sends only
 what changed since. A user who left both audiences gets their RailFlow attributes cleared
 (null); a user who withdrew consent is sent `email_subscribe`/`push_subscribe: unsubscribed` with
-the attributes cleared. Rows that could not be delivered go to `audit.crm_failed_rows`; their
-state is not advanced, so the next run sends them again.
+the attributes cleared. Rows that could not be delivered go to `audit.crm_failed_rows` and their
+state is not advanced: the next run, in either mode, sends them again (`retried`: those whose
+attributes did not change). A run with failed rows still writes its files, state and ledger,
+then fails (exit 1) saying how many rows failed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import itertools
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +39,7 @@ import numpy as np
 import polars as pl
 import polars_hash as plh
 
-from analysis.crm_http import HttpSender, canonical, key_from_digest
+from analysis.crm_http import HttpSender, canonical, check_endpoint, key_from_digest
 from railflow.errors import RailflowError, cli_entrypoint
 from railflow.pipeline import StageResult
 from railflow.settings import REPO_ROOT, Settings, get_settings
@@ -59,6 +62,10 @@ STATE_SCHEMA = {"external_id": pl.String, "attributes_sha256": pl.String}
 
 class CrmExportError(RailflowError):
     """The CRM export cannot run."""
+
+
+class CrmDeliveryError(CrmExportError):
+    """Rows failed delivery; they are in the failed-row ledger and the next run resends them."""
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -350,7 +357,17 @@ class Plan:
     to_send: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_SEND_SCHEMA))
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
-            ("created", "updated", "unchanged", "removed", "unsubscribed", "invalid", "sent"), 0
+            (
+                "created",
+                "updated",
+                "unchanged",
+                "retried",
+                "removed",
+                "unsubscribed",
+                "invalid",
+                "sent",
+            ),
+            0,
         )
     )
     invalid: list[tuple[str, str]] = field(default_factory=list)
@@ -359,9 +376,18 @@ class Plan:
 
 
 def plan(
-    mode: str, current: pl.DataFrame, state: pl.DataFrame, consenting: Collection[str]
+    mode: str,
+    current: pl.DataFrame,
+    state: pl.DataFrame,
+    consenting: Collection[str],
+    failed: Collection[str] = (),
 ) -> Plan:
-    """Validate, fingerprint and compare with the sync state (external_id, attributes_sha256)."""
+    """Validate, fingerprint and compare with the sync state (external_id, attributes_sha256).
+
+    `failed`: the ids in the failed-row ledger. One whose attributes did not change since it
+    was last synced is sent again all the same (`retried`): the endpoint may never have got it
+    (a full run that failed, or files written before any endpoint was set).
+    """
     p = Plan()
     all_valid: set[tuple[str, str]] = set()
     schema = _schema("users_track")["properties"]
@@ -401,9 +427,11 @@ def plan(
     kind = (
         pl.when(pl.col("previous").is_null())
         .then(pl.lit("created"))
-        .when(pl.col("previous") == pl.col("attributes_sha256"))
-        .then(pl.lit("unchanged"))
-        .otherwise(pl.lit("updated"))
+        .when(pl.col("previous") != pl.col("attributes_sha256"))
+        .then(pl.lit("updated"))
+        .when(pl.col("external_id").is_in(pl.Series(list(failed), dtype=pl.String).implode()))
+        .then(pl.lit("retried"))
+        .otherwise(pl.lit("unchanged"))
     )
     kinds = compared.select(kind.alias("kind"))["kind"]
     for k, n in kinds.value_counts().iter_rows():
@@ -478,7 +506,8 @@ def batches(p: Plan) -> list[Batch]:
     return out
 
 
-def read_inputs(wh: Warehouse) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
+def read_inputs(wh: Warehouse) -> tuple[pl.DataFrame, pl.DataFrame, set[str], set[str]]:
+    """The audiences, the sync state, the consenting user ids and the failed-row ledger's ids."""
     frames = []
     for mart in MARTS:
         if not wh.table_exists("sync", mart):
@@ -494,7 +523,10 @@ def read_inputs(wh: Warehouse) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
         f"select user_id from {wh.table('snapshots', 'users_snapshot')} "
         "where dbt_valid_to is null and has_marketing_consent"
     )
-    return pl.concat(frames), state, set(consent["user_id"])
+    failed: set[str] = set()
+    if wh.table_exists("audit", "crm_failed_rows"):
+        failed = set(wh.read("audit", "crm_failed_rows", ["external_id"])["external_id"])
+    return pl.concat(frames), state, set(consent["user_id"]), failed
 
 
 @cache
@@ -560,10 +592,21 @@ def export(
 ) -> dict[str, Any]:
     if mode not in ("diff", "full"):
         raise CrmExportError(f"unknown mode {mode!r}; use diff or full")
+    # checked before any work: requests would only refuse a bad URL once the files are written
+    if endpoint:
+        check_endpoint(endpoint, "--endpoint")
+    elif settings.crm_endpoint:
+        check_endpoint(settings.crm_endpoint, "RAILFLOW_CRM_ENDPOINT")
+    endpoint = endpoint or settings.crm_endpoint
     with connect(settings) as wh:
-        audiences, state, consenting = read_inputs(wh)
-    p = plan(mode, audience_objects(audiences), state, consenting)
-    result: dict[str, Any] = {"counts": p.counts, "invalid": p.invalid, "dry_run": dry_run}
+        audiences, state, consenting, failed_before = read_inputs(wh)
+    p = plan(mode, audience_objects(audiences), state, consenting, failed_before)
+    result: dict[str, Any] = {
+        "counts": p.counts,
+        "invalid": p.invalid,
+        "dry_run": dry_run,
+        "endpoint": endpoint,
+    }
     if dry_run:
         return result
     requests = batches(p)
@@ -579,7 +622,6 @@ def export(
     }
     if requests or mode == "full":
         write_files(out_dir, requests, manifest)
-    endpoint = endpoint or settings.crm_endpoint
     delivered = set(p.to_send["external_id"])
     failed: list[tuple[dict[str, Any], str]] = []
     if endpoint and requests:
@@ -594,9 +636,23 @@ def export(
         "batches": len(requests),
         "delivered": len(delivered) if endpoint else 0,
         "failed": len(failed),
+        "failure_reasons": dict(Counter(reason for _, reason in failed).most_common()),
         "out_dir": str(out_dir),
     }
     return result
+
+
+def raise_for_failed_delivery(settings: Settings, result: dict[str, Any]) -> None:
+    """Fail the run when rows failed delivery (export() has already ledgered them)."""
+    if not result.get("failed"):
+        return
+    reason = " ".join(next(iter(result["failure_reasons"])).split())  # an HTTP body: one line
+    several = " (the most common reason)" if len(result["failure_reasons"]) > 1 else ""
+    raise CrmDeliveryError(
+        f"{result['failed']:,} of {result['counts']['sent']:,} rows failed delivery to "
+        f"{result['endpoint']}: {reason}{several}; they are kept in "
+        f"{settings.schema('audit')}.crm_failed_rows and will be retried on the next run"
+    )
 
 
 def _record(
@@ -653,16 +709,17 @@ def _record(
 
 def stage(settings: Settings) -> StageResult:
     result = export(settings)
+    raise_for_failed_delivery(settings, result)  # the files and the ledger are written by now
     c = result["counts"]
-    return StageResult(
-        rows=c["sent"],
-        outputs=[result["out_dir"]],
-        metrics={
-            "audience users": c["created"] + c["updated"] + c["unchanged"],
-            "sent": f"{c['sent']} (created {c['created']}, updated {c['updated']}, removed "
-            f"{c['removed']}, unsubscribed {c['unsubscribed']}, invalid {c['invalid']})",
-        },
-    )
+    metrics = {
+        "audience users": c["created"] + c["updated"] + c["unchanged"] + c["retried"],
+        "exported": f"{c['sent']} (created {c['created']}, updated {c['updated']}, retried "
+        f"{c['retried']}, removed {c['removed']}, unsubscribed {c['unsubscribed']}, invalid "
+        f"{c['invalid']})",
+    }
+    if result["endpoint"]:
+        metrics["delivered"] = f"{result['delivered']} to {result['endpoint']}"
+    return StageResult(rows=c["sent"], outputs=[result["out_dir"]], metrics=metrics)
 
 
 @cli_entrypoint
@@ -678,18 +735,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--endpoint", help="POST batches here (default RAILFLOW_CRM_ENDPOINT)")
     args = parser.parse_args(argv)
-    result = export(get_settings(), args.mode, args.dry_run, args.endpoint)
+    settings = get_settings()
+    result = export(settings, args.mode, args.dry_run, args.endpoint)
     c = result["counts"]
-    prefix = "would send" if args.dry_run else "sent"
+    prefix = "would send" if args.dry_run else "exported"
     print(
         f"{prefix} {c['sent']}: created {c['created']}, updated {c['updated']}, unchanged "
-        f"{c['unchanged']}, removed {c['removed']}, unsubscribed {c['unsubscribed']}, "
-        f"invalid {c['invalid']}"
+        f"{c['unchanged']}, retried {c['retried']}, removed {c['removed']}, unsubscribed "
+        f"{c['unsubscribed']}, invalid {c['invalid']}"
     )
     for uid, reason in result["invalid"]:
         print(f"invalid {uid}: {reason}")
     if not args.dry_run:
         print(f"files in {result['out_dir']}")
+        if result["endpoint"]:
+            print(
+                f"delivered {result['delivered']}, failed {result['failed']} "
+                f"(to {result['endpoint']})"
+            )
+        raise_for_failed_delivery(settings, result)
 
 
 if __name__ == "__main__":

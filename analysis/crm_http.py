@@ -16,14 +16,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
-from railflow.errors import RailflowError
+from railflow.errors import RailflowError, SettingsError
 
 
 class CrmAuthError(RailflowError):
     """The CRM endpoint refused the API key."""
+
+
+def check_endpoint(url: str, name: str) -> None:
+    """Refuse an endpoint requests cannot POST to (no http(s) scheme, no host, a bad port).
+
+    `name` is where the value came from (a flag or a variable), for the message.
+    """
+    parts = urlsplit(url)
+    problem = None
+    if parts.scheme not in ("http", "https"):
+        problem = "is not an http:// or https:// URL"
+    elif not parts.hostname or any(c.isspace() for c in url):
+        problem = "has no valid host"
+    else:
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            problem = "has an invalid port"
+    if problem:
+        raise SettingsError(
+            f"{name}={url!r} {problem}; give the full URL, e.g. "
+            f"{name}=https://rest.iad-01.braze.com/users/track"
+        )
 
 
 def canonical(payload: dict[str, Any]) -> bytes:

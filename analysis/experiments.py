@@ -4,6 +4,8 @@ rows in `reports.experiment_readouts` for the app.
     python -m analysis.experiments                  # every experiment in the marts
     python -m analysis.experiments --experiment aa_test --winsorize 0.99
 
+A run over every experiment replaces the table; `--experiment` replaces only those rows.
+
 Metrics: conversion (two-proportion z-test, delta-method relative interval) is primary;
 revenue per user (Welch) is secondary, optionally winsorised, with CUPED on the pre-exposure
 revenue. Holm corrects across the two. SRM (chi-square vs the planned split, p < 0.001)
@@ -60,11 +62,16 @@ class ExperimentError(RailflowError):
 
 def read_outcomes(settings: Settings) -> pl.DataFrame:
     with connect(settings) as wh:
+        mart = f"{wh.schema('marts')}.experiment_user_outcomes"
         if not wh.table_exists("marts", "experiment_user_outcomes"):
-            raise ExperimentError(
-                "mart experiment_user_outcomes does not exist; run `make run` first"
-            )
-        return wh.read("marts", "experiment_user_outcomes")
+            raise ExperimentError(f"mart {mart} does not exist; run `make run` first")
+        outcomes = wh.read("marts", "experiment_user_outcomes")
+    if outcomes.height == 0:
+        raise ExperimentError(
+            f"mart {mart} has no experiment exposures to read out; simulate a period that "
+            "covers the experiments (RAILFLOW_START_DATE, RAILFLOW_DAYS) and run `make run`"
+        )
+    return outcomes
 
 
 def _variant_summary(df: pl.DataFrame) -> dict[str, Any]:
@@ -315,7 +322,11 @@ def run(
     settings: Settings, experiments: Sequence[str] | None = None, winsorize_at: float | None = None
 ) -> list[dict[str, Any]]:
     outcomes = read_outcomes(settings)
-    ids = list(experiments) if experiments else sorted(outcomes["experiment_id"].unique().to_list())
+    ids = (
+        list(dict.fromkeys(experiments))  # an id named twice is read out once
+        if experiments
+        else sorted(outcomes["experiment_id"].unique().to_list())
+    )
     out_dir = settings.reports_dir / "experiments"
     out_dir.mkdir(parents=True, exist_ok=True)
     docs = []
@@ -336,6 +347,12 @@ def run(
         },
     )  # fmt: skip
     with connect(settings, read_only=False) as wh:
+        if experiments and wh.table_exists("reports", "experiment_readouts"):
+            # a readout of some experiments leaves the others' rows as they were
+            kept = wh.read("reports", "experiment_readouts").filter(
+                ~pl.col("experiment_id").is_in(ids)
+            )
+            rows = pl.concat([kept, rows], how="diagonal_relaxed")
         wh.write(rows, "reports", "experiment_readouts")
     return docs
 

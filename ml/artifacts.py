@@ -25,6 +25,9 @@ from railflow.errors import RailflowError
 MODEL_FILE = "model.joblib"
 CARD_JSON = "model_card.json"
 CARD_MD = "model_card.md"
+# What save_model writes in every card and load_model relies on
+CARD_KEYS = ("model_name", "model_version", "sha256", "library_versions")
+RETRAIN = "retrain with `python -m ml train`"
 
 
 class ArtifactError(RailflowError):
@@ -88,7 +91,18 @@ def load_card(folder: Path) -> dict[str, Any]:
     path = folder / CARD_JSON
     if not path.exists():
         raise ArtifactError(f"no model card at {path}; train the model with `make run`")
-    return json.loads(path.read_text())
+    try:
+        card = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # truncated or overwritten
+        raise ArtifactError(f"model card {path} is not valid JSON ({exc}); {RETRAIN}") from None
+    if not isinstance(card, dict):
+        raise ArtifactError(f"model card {path} is not a JSON object; {RETRAIN}")
+    if missing := [k for k in CARD_KEYS if k not in card]:
+        raise ArtifactError(
+            f"model card {path} lacks {', '.join(missing)} (not written by `python -m ml "
+            f"train`); {RETRAIN}"
+        )
+    return card
 
 
 def load_model(folder: Path) -> tuple[Any, dict[str, Any]]:

@@ -7,6 +7,8 @@ calibration, and an oracle from the generator's truth (the user's latent churn t
 
 from __future__ import annotations
 
+import itertools
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,8 @@ FEATURES = [
 ]
 LABEL = "is_churned"
 HORIZON_DAYS = 28  # keep equal to the dbt var churn_horizon_days
+WARMUP_DAYS = 28  # keep equal to ml_churn_features.sql: the first cutoff is this far in
+MIN_LABELLED_CUTOFFS = 3  # the last tests, the one before calibrates, the earlier ones train
 BANDS = (0.3, 0.6)
 
 
@@ -68,15 +72,63 @@ def oracle_scores(rows: pl.DataFrame, truth_users: pl.DataFrame) -> np.ndarray:
     return joined.select(score.alias("score"))["score"].to_numpy()
 
 
-def fit(features: pl.DataFrame, truth_users: pl.DataFrame | None) -> tuple[Any, dict[str, Any]]:
-    require_columns(features, ["user_id", "cutoff_date", *FEATURES, LABEL], "churn")
+def labelled_cutoffs(start: date, days: int) -> list[date]:
+    """The cutoffs ml_churn_features labels in a world of `days` days from `start`: the Mondays
+    at least WARMUP_DAYS after its first day whose HORIZON_DAYS end by its last day."""
+    first = start + timedelta(days=WARMUP_DAYS)
+    first += timedelta(days=-first.weekday() % 7)  # that day or the next Monday
+    last = start + timedelta(days=days - 1) - timedelta(days=HORIZON_DAYS)
+    return [first + timedelta(weeks=i) for i in range(max((last - first).days // 7 + 1, 0))]
+
+
+def min_days(start: date) -> int:
+    """The fewest simulated days (RAILFLOW_DAYS) that give churn enough labelled cutoffs."""
+    return next(
+        days
+        for days in itertools.count(1)
+        if len(labelled_cutoffs(start, days)) >= MIN_LABELLED_CUTOFFS
+    )
+
+
+def require_labelled_cutoffs(
+    features: pl.DataFrame, start: date | None = None, days: int | None = None
+) -> list[date]:
+    """The labelled cutoffs, sorted; a FeatureError naming the days needed if too few.
+
+    `start` and `days` are the world's RAILFLOW_START_DATE and RAILFLOW_DAYS (for the message).
+    """
+    require_columns(features, ["cutoff_date", LABEL], "churn", allow_empty=True)
     labelled = features.filter(pl.col(LABEL).is_not_null())
-    cutoffs = sorted(labelled["cutoff_date"].unique().to_list())
-    if len(cutoffs) < 3:
-        raise FeatureError(
-            f"churn needs at least 3 labelled weekly cutoffs, found {len(cutoffs)}; "
-            "simulate more days"
-        )
+    cutoffs: list[date] = sorted(labelled["cutoff_date"].unique().to_list())
+    if len(cutoffs) >= MIN_LABELLED_CUTOFFS:
+        return cutoffs
+    need = min_days(start) if start else None
+    if need is None:
+        fix = "simulate more days (RAILFLOW_DAYS) and run `make run`"
+    elif days is not None and days >= need:  # the warehouse was built from another world
+        fix = f"RAILFLOW_DAYS={days} is enough: rebuild the warehouse with `make run`"
+    else:
+        fix = f"set RAILFLOW_DAYS to at least {need} (it is {days}; starting {start})"
+        fix += " and run `make run`"
+    raise FeatureError(
+        f"churn needs at least {MIN_LABELLED_CUTOFFS} labelled weekly cutoffs, found "
+        f"{len(cutoffs)} (a Monday at least {WARMUP_DAYS} days in, labelled once "
+        f"{HORIZON_DAYS} more days are simulated); {fix}"
+    )
+
+
+def fit(
+    features: pl.DataFrame,
+    truth_users: pl.DataFrame | None,
+    start: date | None = None,
+    days: int | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Train, calibrate and test; `start` and `days` (the world's) name the fix if too short."""
+    # no rows at all is a world too short for any cutoff: the check below says how short
+    columns = ["user_id", "cutoff_date", *FEATURES, LABEL]
+    require_columns(features, columns, "churn", allow_empty=True)
+    cutoffs = require_labelled_cutoffs(features, start, days)
+    labelled = features.filter(pl.col(LABEL).is_not_null())
     test_cut, valid_cut = cutoffs[-1], cutoffs[-2]
     train = labelled.filter(pl.col("cutoff_date") < valid_cut)
     valid = labelled.filter(pl.col("cutoff_date") == valid_cut)

@@ -25,6 +25,8 @@ def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
         searches = read_mart(wh, "ml_booking_propensity_features")
         churn_rows = read_mart(wh, "ml_churn_features")
         rfm = read_mart(wh, "ml_rfm_features")
+    # churn needs the most history: a world too short for it fails before any model trains
+    churn.require_labelled_cutoffs(churn_rows, settings.start_date, settings.days)
     root = settings.artifacts_dir
     cards: dict[str, dict[str, Any]] = {}
     cards["propensity"] = propensity.train(
@@ -50,7 +52,9 @@ def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
             **info,
         },
     )
-    model, info = churn.fit(churn_rows, read_truth(settings, "users"))
+    model, info = churn.fit(
+        churn_rows, read_truth(settings, "users"), settings.start_date, settings.days
+    )
     cards["churn"] = save_model(
         model,
         root / churn.MODEL_NAME,
@@ -72,13 +76,14 @@ def score_all(settings: Settings) -> dict[str, int]:
 
     now = datetime.now(UTC).replace(microsecond=0)
     root = settings.artifacts_dir
+    # the artifacts first: a missing or corrupt one fails before the marts are read
+    p_model, p_card = load_model(root / propensity.MODEL_NAME)
+    s_model, s_card = load_model(root / segmentation.MODEL_NAME)
+    c_model, c_card = load_model(root / churn.MODEL_NAME)
     with connect(settings) as wh:
         searches = read_mart(wh, "ml_booking_propensity_features")
         churn_rows = read_mart(wh, "ml_churn_features")
         rfm = read_mart(wh, "ml_rfm_features")
-    p_model, p_card = load_model(root / propensity.MODEL_NAME)
-    s_model, s_card = load_model(root / segmentation.MODEL_NAME)
-    c_model, c_card = load_model(root / churn.MODEL_NAME)
     stamp = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
 
     p = propensity.predict(p_model, searches)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,17 +28,21 @@ from analysis.crm_export import (
     RF_ATTRIBUTES,
     SCHEMAS,
     STATE_SCHEMA,
+    CrmDeliveryError,
     CrmExportError,
     audience_objects,
     batches,
     export,
     json_values,
     plan,
+    raise_for_failed_delivery,
     round3,
+    stage,
     write_files,
 )
-from analysis.crm_http import HttpSender, canonical, idempotency_key
-from railflow.settings import Settings
+from analysis.crm_http import HttpSender, canonical, check_endpoint, idempotency_key
+from railflow.errors import SettingsError
+from railflow.settings import REPO_ROOT, Settings
 from railflow.warehouse import connect
 
 
@@ -206,6 +214,143 @@ def test_retries_exhausted_rows_go_to_the_ledger(never_synced: Settings, crm_ser
     result = export(world, endpoint=crm_server, sender=sender)
     assert result["delivered"] == 0 and result["failed"] == result["counts"]["sent"] > 0
     assert not ScriptedCrm.applied
+
+
+def run_export(world: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m analysis.crm_export` as a user runs it, on `world`'s files."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAILFLOW_")}
+    paths = {
+        "RAILFLOW_DATA_DIR": str(world.data_dir),
+        "RAILFLOW_DUCKDB_PATH": str(world.duckdb_path),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "analysis.crm_export", *args],
+        cwd=REPO_ROOT, env={**base, **paths, **env}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    assert "Traceback" not in proc.stderr
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_failed_delivery_fails_the_command_and_keeps_the_rows(
+    never_synced: Settings, crm_server: str
+) -> None:
+    world = never_synced
+    with connect(world) as wh:
+        ids = set(pl.concat([wh.read("sync", m) for m in MARTS])["external_id"])
+    ScriptedCrm.bad_ids = set(ids)  # the endpoint rejects every row (no retry sleeps)
+    proc = run_export(world, "--endpoint", crm_server)
+    n = len(ids)
+    assert proc.returncode == 1, proc.stderr
+    assert f"exported {n}:" in proc.stdout and f"delivered 0, failed {n}" in proc.stdout
+    assert error_lines(proc) == [
+        f"error: {n:,} of {n:,} rows failed delivery to {crm_server}: HTTP 400: "
+        '{"message": "invalid attribute"}; they are kept in audit.crm_failed_rows and will be '
+        "retried on the next run"
+    ]
+    # written as before: the files, the ledger, and no sync state for undelivered rows
+    (folder,) = (world.exports_dir / "crm").iterdir()
+    _, files = exported(folder)
+    assert {a["external_id"] for f in files for a in f["attributes"]} == ids
+    with connect(world) as wh:
+        assert set(wh.read("audit", "crm_failed_rows")["external_id"]) == ids
+        assert wh.read("audit", "crm_sync_state").height == 0
+    # the next run retries them; once delivered, the command succeeds
+    ScriptedCrm.bad_ids = set()
+    again = run_export(world, "--endpoint", crm_server)
+    assert again.returncode == 0, again.stderr
+    assert f"delivered {n}, failed 0" in again.stdout and not error_lines(again)
+    with connect(world) as wh:
+        assert wh.read("audit", "crm_failed_rows").height == 0
+
+
+def test_nothing_listening_is_a_failed_delivery_not_a_success(never_synced: Settings) -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}/track"
+    sender = HttpSender(endpoint, None, max_attempts=2, sleep=lambda s: None)
+    result = export(never_synced, mode="full", endpoint=endpoint, sender=sender)
+    sent = result["counts"]["sent"]
+    assert sent > 0 and result["delivered"] == 0 and result["failed"] == sent
+    with pytest.raises(CrmDeliveryError) as caught:
+        raise_for_failed_delivery(never_synced, result)
+    assert str(caught.value) == (
+        f"{sent:,} of {sent:,} rows failed delivery to {endpoint}: ConnectionError after 2 "
+        "attempts; they are kept in audit.crm_failed_rows and will be retried on the next run"
+    )
+    assert Path(result["out_dir"], "manifest.json").exists()
+    with connect(never_synced) as wh:
+        assert wh.read("audit", "crm_failed_rows").height == sent
+
+
+def test_export_stage_fails_the_pipeline_after_writing_files_and_ledger(
+    never_synced: Settings, crm_server: str
+) -> None:
+    world = never_synced.with_overrides(crm_endpoint=crm_server)
+    with connect(world) as wh:
+        ids = set(pl.concat([wh.read("sync", m) for m in MARTS])["external_id"])
+    ScriptedCrm.bad_ids = set(ids)
+    retried = r"kept in audit\.crm_failed_rows and will be retried on the next run"
+    with pytest.raises(CrmDeliveryError, match=retried):
+        stage(world)
+    (folder,) = (world.exports_dir / "crm").iterdir()
+    _, files = exported(folder)
+    assert {a["external_id"] for f in files for a in f["attributes"]} == ids
+    with connect(world) as wh:
+        assert set(wh.read("audit", "crm_failed_rows")["external_id"]) == ids
+    ScriptedCrm.bad_ids = set()
+    assert stage(world).metrics["delivered"] == f"{len(ids)} to {crm_server}"
+
+
+def test_rows_that_failed_a_full_run_are_retried_by_the_next_diff_run(
+    world: Settings, crm_server: str
+) -> None:
+    # the small world's export stage wrote files with no endpoint: every row counts as synced
+    with connect(world) as wh:
+        ids = set(pl.concat([wh.read("sync", m) for m in MARTS])["external_id"])
+        assert set(wh.read("audit", "crm_sync_state")["external_id"]) >= ids
+    sender = HttpSender(crm_server, None, sleep=lambda s: None)
+    ScriptedCrm.bad_ids = set(ids)
+    full = export(world, mode="full", endpoint=crm_server, sender=sender)
+    assert full["failed"] == len(ids) and full["delivered"] == 0
+    ScriptedCrm.bad_ids = set()
+    diff = export(world, endpoint=crm_server, sender=sender)
+    assert diff["counts"]["retried"] == diff["counts"]["sent"] == len(ids)
+    assert diff["delivered"] == len(ids) and diff["failed"] == 0
+    assert {uid for batch in ScriptedCrm.applied.values() for uid in batch} == ids
+    with connect(world) as wh:
+        assert wh.read("audit", "crm_failed_rows").height == 0
+    assert export(world, endpoint=crm_server, sender=sender)["counts"]["sent"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "name"),
+    [
+        (("--endpoint", "localhost:9999"), {}, "--endpoint"),
+        (("--endpoint", "not a url"), {}, "--endpoint"),
+        (("--mode", "full"), {"RAILFLOW_CRM_ENDPOINT": "localhost:9999"}, "RAILFLOW_CRM_ENDPOINT"),
+    ],
+)
+def test_an_endpoint_without_scheme_or_host_is_refused_before_any_work(
+    empty_settings: Settings, args: tuple[str, ...], env: dict[str, str], name: str
+) -> None:
+    # an empty data folder: any work (opening the warehouse) would fail differently
+    proc = run_export(empty_settings, *args, **env)
+    assert proc.returncode == 2
+    (line,) = error_lines(proc)
+    assert line.startswith(f"error: {name}=") and "give the full URL" in line
+    assert not empty_settings.exports_dir.exists()
+
+
+def test_endpoint_check_accepts_http_urls_only() -> None:
+    for good in ("http://127.0.0.1:9/track", "https://rest.iad-01.braze.com/users/track"):
+        check_endpoint(good, "--endpoint")
+    for bad in ("localhost:9999", "not a url", "http://", "ftp://host/x", "http://host:port/",
+                "http://not a host/"):  # fmt: skip
+        with pytest.raises(SettingsError, match="--endpoint="):
+            check_endpoint(bad, "--endpoint")
 
 
 # The export encodes, validates and fingerprints a column at a time; these check it against

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import jsonschema
+import polars as pl
 import pytest
 
-from analysis.experiments import SCHEMA_PATH
+from analysis.experiments import SCHEMA_PATH, run
 from railflow.settings import REPO_ROOT, Settings
 from railflow.warehouse import connect
 
@@ -64,3 +68,51 @@ def test_power_cli(tmp_path) -> None:
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "--baseline" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture
+def world(small_world: Settings, tmp_path: Path) -> Settings:
+    """A private copy of the small world's warehouse: these tests change the readouts."""
+    shutil.copy(small_world.duckdb_path, tmp_path / "warehouse.duckdb")
+    return small_world.with_overrides(data_dir=tmp_path, duckdb_path=tmp_path / "warehouse.duckdb")
+
+
+def test_reading_out_one_experiment_keeps_the_other_experiments_rows(world: Settings) -> None:
+    with connect(world) as wh:
+        before = wh.read("reports", "experiment_readouts")
+    assert before["experiment_id"].n_unique() == 3
+    docs = run(world, ["aa_test", "aa_test"])  # named twice: read out once
+    with connect(world) as wh:
+        after = wh.read("reports", "experiment_readouts")
+    assert set(after["experiment_id"]) == set(before["experiment_id"])
+    others = pl.col("experiment_id") != "aa_test"
+    order = ["experiment_id", "metric"]
+    assert after.filter(others).sort(order).equals(before.filter(others).sort(order))
+    fresh = after.filter(~others)
+    assert [d["experiment_id"] for d in docs] == ["aa_test"]
+    assert fresh.height == 2 and set(fresh["generated_at"]) == {docs[0]["generated_at"]}
+
+
+def test_no_exposures_is_a_one_line_error_and_loses_nothing(world: Settings) -> None:
+    with connect(world, read_only=False) as wh:
+        wh.execute(f"delete from {wh.table('marts', 'experiment_user_outcomes')}")
+        before = wh.read("reports", "experiment_readouts")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAILFLOW_")}
+    paths = {
+        "RAILFLOW_DATA_DIR": str(world.data_dir),
+        "RAILFLOW_DUCKDB_PATH": str(world.duckdb_path),
+    }
+    for args in ((), ("--experiment", "aa_test")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "analysis.experiments", *args],
+            cwd=REPO_ROOT, env={**base, **paths}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert errors == [
+            "error: mart marts.experiment_user_outcomes has no experiment exposures to read "
+            "out; simulate a period that covers the experiments (RAILFLOW_START_DATE, "
+            "RAILFLOW_DAYS) and run `make run`"
+        ]
+    with connect(world) as wh:
+        assert wh.read("reports", "experiment_readouts").equals(before)

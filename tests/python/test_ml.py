@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from datetime import timedelta
+import subprocess
+import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,11 @@ import polars as pl
 import pytest
 
 from ml import churn, propensity
-from ml.artifacts import ArtifactError, load_card, load_model
+from ml.artifacts import CARD_JSON, ArtifactError, load_card, load_model
 from ml.evaluate import expected_calibration_error, population_stability_index
 from ml.features import FeatureError
-from railflow.settings import Settings
+from ml.pipeline import train_all
+from railflow.settings import REPO_ROOT, Settings
 from railflow.warehouse import connect
 
 
@@ -77,6 +81,81 @@ def test_tampered_artifact_is_refused(small_world: Settings, tmp_path: Path) -> 
     shutil.rmtree(folder)
     with pytest.raises(ArtifactError, match="make run"):
         load_model(folder)
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"model_name": "churn", "sha2', b"\xff\xfe", b"[]", b'{"model_name": "churn"}']
+)
+def test_corrupt_model_card_is_refused(
+    small_world: Settings, tmp_path: Path, content: bytes
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(small_world.artifacts_dir / churn.MODEL_NAME, folder)
+    (folder / CARD_JSON).write_bytes(content)
+    with pytest.raises(ArtifactError, match=r"model card .*; retrain with `python -m ml train`"):
+        load_model(folder)
+
+
+def test_corrupt_model_card_is_a_one_line_error_in_the_cli(
+    small_world: Settings, tmp_path: Path
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(small_world.artifacts_dir, artifacts)
+    card = artifacts / churn.MODEL_NAME / CARD_JSON
+    card.write_text(card.read_text()[:100])  # truncated mid-write
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAILFLOW_")}
+    env = {**base, "RAILFLOW_DATA_DIR": str(small_world.data_dir),
+           "RAILFLOW_ARTIFACTS_DIR": str(artifacts)}  # fmt: skip
+    for args in (("card", "churn"), ("score",)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ml", *args],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert line.startswith(f"error: model card {card} is not valid JSON (")
+        assert line.endswith("; retrain with `python -m ml train`")
+
+
+def test_churn_cutoff_rule_matches_the_mart(small_world: Settings) -> None:
+    with connect(small_world) as wh:
+        rows = wh.read("marts", "ml_churn_features")
+    labelled = sorted(rows.filter(pl.col("is_churned").is_not_null())["cutoff_date"].unique())
+    assert labelled == churn.labelled_cutoffs(small_world.start_date, small_world.days)
+    # the minimum is tight, whatever the weekday the world starts on
+    for start in (small_world.start_date + timedelta(days=i) for i in range(7)):
+        need = churn.min_days(start)
+        assert len(churn.labelled_cutoffs(start, need)) == churn.MIN_LABELLED_CUTOFFS
+        assert len(churn.labelled_cutoffs(start, need - 1)) == churn.MIN_LABELLED_CUTOFFS - 1
+    assert churn.min_days(date(2026, 3, 1)) == 72  # the default start, a Sunday
+
+
+def test_short_world_fails_before_training_and_names_the_days_it_needs(
+    small_world: Settings, tmp_path: Path
+) -> None:
+    shutil.copy(small_world.duckdb_path, tmp_path / "warehouse.duckdb")
+    # a 60-day world from the default start: one labelled cutoff (Monday 30 March)
+    short = small_world.with_overrides(
+        data_dir=tmp_path, duckdb_path=tmp_path / "warehouse.duckdb",
+        artifacts_dir=tmp_path / "artifacts", days=60,
+    )  # fmt: skip
+    with connect(short, read_only=False) as wh:
+        wh.execute(
+            f"update {wh.table('marts', 'ml_churn_features')} set is_churned = null "
+            "where cutoff_date > date '2026-03-30'"
+        )
+        no_cutoffs = wh.read("marts", "ml_churn_features").head(0)
+    need = churn.min_days(short.start_date)
+    with pytest.raises(
+        FeatureError,
+        match=rf"found 1 .*; set RAILFLOW_DAYS to at least {need} \(it is 60; starting "
+        rf"{short.start_date}\)",
+    ):
+        train_all(short)
+    assert not short.artifacts_dir.exists() or not any(short.artifacts_dir.iterdir())
+    # no cutoff at all (an even shorter world): the same message, not "no rows"
+    with pytest.raises(FeatureError, match=f"found 0 .*at least {need} \\(it is 20"):
+        churn.fit(no_cutoffs, None, short.start_date, 20)
 
 
 def test_bad_inputs_give_clear_errors_or_documented_handling(
