@@ -173,10 +173,6 @@ def served_app(small_world: Settings) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def quoted_price_box(at: AppTest):
-    return next(box for box in at.number_input if box.label == "Quoted price (EUR)")
-
-
 @pytest.mark.browser
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
 def test_real_browser_probability_changes_with_the_input(
@@ -186,20 +182,15 @@ def test_real_browser_probability_changes_with_the_input(
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # The in-process run of the same page says what the browser must show: a quote far above
-    # the route's usual price, or far below it, that moves the probability (the isotonic
-    # calibration is a step function, so one side alone can land on the same step).
+    # The in-process run of the same page says what the browser must show once the travel date
+    # moves from a week to three months after the search: lead time is the strongest driver of
+    # the planted booking probability (the quoted price barely moves a model this small).
     before = app.metric[0].value
-    expected: dict[str, str] = {}
-    for quote in ("4000", "1"):
-        quoted_price_box(app).set_value(float(quote)).run()
-        expected[quote] = app.metric[0].value
-    moving = [quote for quote, shown in expected.items() if shown != before]
-    assert moving, f"the model gives {before} whatever the quoted price: it ignores price"
-    quote = moving[0]
+    app.date_input(key="travel_date").set_value(date(2026, 11, 8)).run()
+    expected = app.metric[0].value
+    assert expected != before, f"the model gives {before} a week and three months ahead"
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -227,27 +218,26 @@ def test_real_browser_probability_changes_with_the_input(
         driver.get(served_app)
         wait.until(lambda d: probability().endswith("%") and idle())
         assert probability() == before
-        # A rerun still in flight can re-render the input and drop keystrokes, so the quote is
+        # The date is typed into its month segment; the field commits when focus leaves it. A
+        # rerun still in flight can re-render the field and drop keystrokes, so the month is
         # entered until the page shows its result, as a user would retype it.
-        box_css = 'input[aria-label="Quoted price (EUR)"]'
+        month_css = '[role="spinbutton"][aria-label="month, Travel date"]'
         for _attempt in range(3):
-            box = driver.find_element(By.CSS_SELECTOR, box_css)
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys(Keys.BACKSPACE)
-            box.send_keys(quote, Keys.ENTER)
+            month = driver.find_element(By.CSS_SELECTOR, month_css)
+            month.click()
+            month.send_keys("11")
+            driver.find_element(By.TAG_NAME, "h1").click()
             try:
-                WebDriverWait(driver, 20).until(
-                    lambda d: idle() and probability() == expected[quote]
-                )
+                WebDriverWait(driver, 20).until(lambda d: idle() and probability() == expected)
                 break
             except TimeoutException:
                 continue
         driver.save_screenshot(str(artifacts / "pricing_simulator.png"))
         shown = probability()
-        typed = driver.find_element(By.CSS_SELECTOR, box_css).get_attribute("value")
-        assert shown == expected[quote], (
-            f"after quoting {quote} (the input holds {typed!r}) the page shows {shown}, "
-            f"expected {expected[quote]} (was {before})"
+        typed = driver.find_element(By.CSS_SELECTOR, month_css).text
+        assert shown == expected, (
+            f"after setting the travel month to 11 (the field holds {typed!r}) the page shows "
+            f"{shown}, expected {expected} (was {before})"
         )
     finally:
         driver.quit()
