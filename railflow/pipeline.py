@@ -137,6 +137,14 @@ def run_pipeline(settings: Settings, stages: Sequence[Stage] | None = None) -> l
     """Run stages in order; stop at the first failure (its error propagates)."""
     settings.ensure_writable()
     stages = list(STAGES) if stages is None else list(stages)
+    if {"generate", "ml"} <= {s.name for s in stages}:  # before minutes of work, not after
+        from ml.churn import min_days
+
+        if settings.days < (need := min_days(settings.start_date)):
+            raise SettingsError(
+                f"RAILFLOW_DAYS={settings.days} is too short for the churn model's labelled "
+                f"weekly cutoffs; set RAILFLOW_DAYS to at least {need}"
+            )
     runs: list[StageRun] = []
     for index, stage in enumerate(stages, start=1):
         log.info("[%d/%d] %s: %s", index, len(stages), stage.name, stage.description)

@@ -170,3 +170,11 @@ def test_dbt_through_the_settings(tmp_path: Path) -> None:
     )  # fmt: skip
     errors = [ln for ln in bogus.stderr.splitlines() if ln.startswith("error:")]
     assert bogus.returncode == 1 and len(errors) == 1 and "`dbt bogus` failed" in errors[0]
+
+
+def test_a_world_too_short_for_the_models_stops_before_generating(tmp_path: Path) -> None:
+    proc = run_cli(env={"RAILFLOW_DAYS": "30", "RAILFLOW_DATA_DIR": str(tmp_path)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "set RAILFLOW_DAYS to at least" in errors[0]
+    assert not (tmp_path / "raw").exists()
