@@ -109,21 +109,29 @@ def readout(
 ) -> dict[str, Any]:
     """The typed readout of one experiment (see schemas/experiment_readout.schema.json)."""
     design = EXPERIMENTS.get(experiment_id, DEFAULT_DESIGN)
-    df = outcomes.filter(pl.col("experiment_id") == experiment_id)
-    if df.height == 0:
+    exposed = outcomes.filter(pl.col("experiment_id") == experiment_id)
+    if exposed.height == 0:
         raise ExperimentError(
             f"experiment {experiment_id!r} has no exposures in the marts; known: "
             f"{', '.join(sorted(outcomes['experiment_id'].unique().to_list())) or 'none'}"
         )
-    control = df.filter(pl.col("variant") == "control")
-    treatment = df.filter(pl.col("variant") == "treatment")
-    variants = {"control": _variant_summary(control), "treatment": _variant_summary(treatment)}
+    # assignment is checked on everyone exposed; the metrics on whole outcome windows only (a
+    # user exposed near the end of the data has had fewer days to convert)
     srm = stats.srm_test(
-        {"control": control.height, "treatment": treatment.height},
+        {v: exposed.filter(pl.col("variant") == v).height for v in ("control", "treatment")},
         design["planned_split"],
         SRM_THRESHOLD,
     )
+    df = exposed.filter(pl.col("is_outcome_window_complete"))
+    control = df.filter(pl.col("variant") == "control")
+    treatment = df.filter(pl.col("variant") == "treatment")
+    variants = {"control": _variant_summary(control), "treatment": _variant_summary(treatment)}
     warnings: list[str] = []
+    if open_windows := exposed.height - df.height:
+        warnings.append(
+            f"{open_windows:,} exposed user(s) are left out of the metrics: their outcome window "
+            "is not over by the end of the data"
+        )
     conversion = revenue = cuped = None
     p_values: dict[str, float | None] = {"conversion": None, "revenue_per_user": None}
     if min(control.height, treatment.height) == 0:
@@ -175,8 +183,9 @@ def readout(
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "alpha": ALPHA,
         "planned_split": design["planned_split"],
-        "first_exposed_at": df["exposed_at"].min().isoformat(),
-        "last_exposed_at": df["exposed_at"].max().isoformat(),
+        "first_exposed_at": exposed["exposed_at"].min().isoformat(),
+        "last_exposed_at": exposed["exposed_at"].max().isoformat(),
+        "users_with_open_outcome_window": open_windows,
         "variants": variants,
         "srm": srm,
         "metrics": {"conversion": conversion, "revenue_per_user": revenue},

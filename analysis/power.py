@@ -26,8 +26,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0 < args.baseline < 1:
         raise SettingsError("--baseline must be strictly between 0 and 1, e.g. 0.05")
-    if not (0 < args.alpha < 1 and 0 < args.power < 1):
-        raise SettingsError("--alpha and --power must be strictly between 0 and 1")
+    if not (0 < args.alpha < args.power < 1):
+        raise SettingsError(
+            "--alpha and --power must lie between 0 and 1, with --power above --alpha "
+            "(a test already rejects at rate alpha when there is no effect), e.g. 0.05 and 0.8"
+        )
+    if args.mde == 0:
+        raise SettingsError("--mde 0: a lift of 0 cannot be detected; give e.g. --mde 0.10")
     if (args.mde is None) == (args.users_per_arm is None):
         raise SettingsError("give exactly one of --mde or --users-per-arm")
     if args.mde is not None:

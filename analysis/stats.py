@@ -152,6 +152,12 @@ def cohens_h(p_treatment: float, p_control: float) -> float:
     return 2 * math.asin(math.sqrt(p_treatment)) - 2 * math.asin(math.sqrt(p_control))
 
 
+def _check_power(power: float, alpha: float) -> None:
+    # a two-sided test already rejects with probability alpha when there is no effect
+    if not alpha < power < 1:
+        raise ValueError(f"power must be above alpha ({alpha}) and below 1, e.g. 0.8")
+
+
 def sample_size_per_arm(
     baseline: float, mde_relative: float, alpha: float = 0.05, power: float = 0.8
 ) -> float:
@@ -161,6 +167,9 @@ def sample_size_per_arm(
     target = baseline * (1 + mde_relative)
     if not (0 < baseline < 1 and 0 < target < 1):
         raise ValueError("baseline and baseline × (1 + mde) must both be strictly between 0 and 1")
+    if mde_relative == 0:
+        raise ValueError("a lift of 0 cannot be detected: give a non-zero minimum effect")
+    _check_power(power, alpha)
     h = cohens_h(target, baseline)
     return float(optimize.brentq(lambda n: _power_two_sided(h, n, alpha) - power, 1e-6, 1e12))
 
@@ -171,6 +180,7 @@ def minimum_detectable_effect(
     """Smallest relative lift detectable with n users per arm (None when baseline is 0 or 1)."""
     if not 0 < baseline < 1 or n_per_arm <= 0:
         return None
+    _check_power(power, alpha)
     h = optimize.brentq(lambda e: _power_two_sided(e, n_per_arm, alpha) - power, 1e-9, 10)
     target_angle = h / 2 + math.asin(math.sqrt(baseline))
     if target_angle >= math.pi / 2:

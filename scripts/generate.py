@@ -77,14 +77,19 @@ def _conform(df: pl.DataFrame, table: str) -> pl.DataFrame:
     return df.select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
-def experiment_outcome_sums(searches: pl.DataFrame, exposures: pl.DataFrame) -> pl.DataFrame:
-    """One chunk's share of the true experiment effects: per experiment, the exposed users and
-    the sums over them of each user's expected outcomes within the outcome window, with and
-    without treatment, from the true search probabilities (the counterfactuals are exact:
-    searches do not depend on the arm). Users never span chunks, so chunks add up."""
+def experiment_outcome_sums(
+    searches: pl.DataFrame, exposures: pl.DataFrame, data_end: datetime
+) -> pl.DataFrame:
+    """One chunk's share of the true experiment effects: per experiment, the exposed users whose
+    outcome window ends by `data_end` (as the readouts count them) and the sums over them of
+    each user's expected outcomes within the window, with and without treatment, from the true
+    search probabilities (the counterfactuals are exact: searches do not depend on the arm).
+    Users never span chunks, so chunks add up."""
     discount = PARAMS["experiments"]["medium_intent_discount"]["discount_rate"]
     window = PARAMS["experiments"]["outcome_window_days"]
-    exposed = exposures.lazy()
+    exposed = exposures.lazy().filter(
+        pl.col("exposed_at") + pl.duration(days=window) <= pl.lit(data_end)
+    )
     per_user = (
         exposed.join(searches.lazy(), on="user_id", how="left")
         .filter(
@@ -219,12 +224,13 @@ def generate(
                 )
                 current.append(writer.submit(stream.write, df))
 
+        end = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=days)
         for k in tqdm(range(world.n_chunks), desc="generate", unit="chunk", disable=not progress):
             simulated = world.chunk(k, ready=write).truth
             # summed beside the next chunk's simulation, from the truth still in memory
             outcome_sums.append(
                 writer.submit(
-                    experiment_outcome_sums, simulated["searches"], simulated["exposures"]
+                    experiment_outcome_sums, simulated["searches"], simulated["exposures"], end
                 )
             )
             previous, current = current, []

@@ -1,5 +1,7 @@
 {#- Outcomes count within var('experiment_outcome_window_days') after the first exposure; the
-    CUPED covariate is the same metric over var('experiment_pre_period_days') before it. -#}
+    CUPED covariate is the same metric over var('experiment_pre_period_days') before it. A user
+    exposed less than that window before the end of the data (the last active day, as dim_users'
+    as_of_date) has an open window: flagged, so readouts compare whole windows only. -#}
 with
 
 exposures as (
@@ -12,6 +14,18 @@ exposures as (
 bookings as (
 
     select * from {{ ref('fct_bookings') }}
+
+),
+
+activity as (
+
+    select * from {{ ref('int_user_activity_daily') }}
+
+),
+
+data_end as (
+
+    select {{ add_days_to_date(1, 'max(activity_date)') }} as end_date from activity
 
 ),
 
@@ -60,9 +74,12 @@ final as (
         cast(coalesce(outcomes.conversions, 0) as {{ dbt.type_bigint() }}) as conversions,
         cast(coalesce(outcomes.revenue_eur, 0) as {{ type_double() }}) as revenue_eur,
         cast(coalesce(outcomes.pre_exposure_revenue_eur, 0) as {{ type_double() }}) as pre_exposure_revenue_eur,
-        cast(coalesce(outcomes.pre_exposure_bookings, 0) as {{ dbt.type_bigint() }}) as pre_exposure_bookings
+        cast(coalesce(outcomes.pre_exposure_bookings, 0) as {{ dbt.type_bigint() }}) as pre_exposure_bookings,
+        {{ add_days_to_timestamp(var('experiment_outcome_window_days'), 'exposures.exposed_at') }}
+        <= cast(data_end.end_date as {{ dbt.type_timestamp() }}) as is_outcome_window_complete
 
     from exposures
+    cross join data_end
     left join outcomes on exposures.exposure_id = outcomes.exposure_id
 
 )

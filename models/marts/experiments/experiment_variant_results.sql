@@ -3,6 +3,7 @@ with
 outcomes as (
 
     select * from {{ ref('experiment_user_outcomes') }}
+    where is_outcome_window_complete
 
 ),
 
