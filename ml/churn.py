@@ -35,7 +35,10 @@ FEATURES = [
 LABEL = "is_churned"
 HORIZON_DAYS = 28  # keep equal to the dbt var churn_horizon_days
 WARMUP_DAYS = 28  # keep equal to ml_churn_features.sql: the first cutoff is this far in
-MIN_LABELLED_CUTOFFS = 3  # the last tests, the one before calibrates, the earlier ones train
+# The last labelled cutoff tests; the latest whose label window ends by it calibrates; those
+# whose label windows end by that one train. Labels look HORIZON_DAYS ahead, so with weekly
+# cutoffs the three sets need 2 * ceil(HORIZON_DAYS / 7) + 1 labelled cutoffs.
+MIN_LABELLED_CUTOFFS = 2 * -(-HORIZON_DAYS // 7) + 1
 BANDS = (0.3, 0.6)
 
 
@@ -129,8 +132,12 @@ def fit(
     require_columns(features, columns, "churn", allow_empty=True)
     cutoffs = require_labelled_cutoffs(features, start, days)
     labelled = features.filter(pl.col(LABEL).is_not_null())
-    test_cut, valid_cut = cutoffs[-1], cutoffs[-2]
-    train = labelled.filter(pl.col("cutoff_date") < valid_cut)
+    # no label of an earlier set may look past the next set's cutoff: labels looking into the
+    # test period would flatter the metrics (and calibration would miss the drift scoring sees)
+    horizon = timedelta(days=HORIZON_DAYS)
+    test_cut = cutoffs[-1]
+    valid_cut = max(c for c in cutoffs if c + horizon <= test_cut)
+    train = labelled.filter(pl.col("cutoff_date") + horizon <= valid_cut)
     valid = labelled.filter(pl.col("cutoff_date") == valid_cut)
     test = labelled.filter(pl.col("cutoff_date") == test_cut)
     model = pipeline().fit(to_pandas(train, FEATURES), train[LABEL].to_numpy().astype(int))
@@ -142,7 +149,8 @@ def fit(
     if truth_users is not None:
         oracle = {"auc": binary_metrics(y_test, oracle_scores(test, truth_users))["auc"]}
     info = {
-        "training_window": f"cutoffs {cutoffs[0]} to {cutoffs[-3]}",
+        "training_window": f"cutoffs {cutoffs[0]} to {train['cutoff_date'].max()}, labels to "
+        f"{train['cutoff_date'].max() + horizon}",
         "validation_window": str(valid_cut),
         "test_window": str(test_cut),
         "rows": {"train": train.height, "valid": valid.height, "test": test.height},

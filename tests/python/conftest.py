@@ -20,7 +20,7 @@ import pytest
 from railflow.pipeline import run_pipeline
 from railflow.settings import Settings, get_settings
 
-SMALL_WORLD = {"RAILFLOW_USERS": "2000", "RAILFLOW_DAYS": "90", "RAILFLOW_SEED": "7"}
+SMALL_WORLD = {"RAILFLOW_USERS": "2000", "RAILFLOW_DAYS": "120", "RAILFLOW_SEED": "7"}
 
 
 @pytest.fixture

@@ -127,7 +127,8 @@ def test_churn_cutoff_rule_matches_the_mart(small_world: Settings) -> None:
         need = churn.min_days(start)
         assert len(churn.labelled_cutoffs(start, need)) == churn.MIN_LABELLED_CUTOFFS
         assert len(churn.labelled_cutoffs(start, need - 1)) == churn.MIN_LABELLED_CUTOFFS - 1
-    assert churn.min_days(date(2026, 3, 1)) == 72  # the default start, a Sunday
+    # the default start, a Sunday: cutoffs Monday 30 March to 25 May, the last labelled by 22 June
+    assert churn.min_days(date(2026, 3, 1)) == 114
 
 
 def test_short_world_fails_before_training_and_names_the_days_it_needs(
