@@ -4,8 +4,9 @@
     features from the latest active day before it (and before it minus 30 and 90 days): three
     joins of one row per user and cutoff, instead of every cutoff against every active day.
     Point in time: revenue counts payments on their booking day and refunds on their refund
-    day, and the loyalty card is its state in users_snapshot at the cutoff, so nothing that
-    happened after a cutoff reaches its features.
+    day, and the loyalty card is the state of the users_snapshot version current at the cutoff
+    (null, unknown, before the first version's updated_at), so nothing that happened after a
+    cutoff reaches its features.
     Incremental by cutoff: a late event can change the features of later cutoffs and the label
     of cutoffs up to var('churn_horizon_days') earlier; older cutoffs are final. -#}
 {{
@@ -80,15 +81,13 @@ cutoffs as (
 
 loyalty_versions as (
 
-    {#- the first version captured also stands for the time before it: no earlier one is known -#}
+    {#- a version of the extract holds from its updated_at (the user's last change) until the
+        next version's; dbt_valid_from is only when a snapshot first saw it -#}
     select
         user_id,
         has_loyalty_card,
-        case
-            when row_number() over (partition by user_id order by dbt_valid_from) > 1
-                then dbt_valid_from
-        end as valid_from,
-        dbt_valid_to as valid_to
+        updated_at as valid_from,
+        lead(updated_at) over (partition by user_id order by updated_at, dbt_valid_from) as valid_to
 
     from user_versions
 
@@ -99,7 +98,7 @@ eligible as (
     select
         users.user_id,
         users.signup_date,
-        coalesce(loyalty_versions.has_loyalty_card, users.has_loyalty_card) as has_loyalty_card,
+        loyalty_versions.has_loyalty_card,
         cutoffs.cutoff_date
 
     from users
@@ -107,7 +106,7 @@ eligible as (
     left join loyalty_versions
         on
             users.user_id = loyalty_versions.user_id
-            and (loyalty_versions.valid_from is null or loyalty_versions.valid_from <= cast(cutoffs.cutoff_date as {{ dbt.type_timestamp() }}))
+            and loyalty_versions.valid_from <= cast(cutoffs.cutoff_date as {{ dbt.type_timestamp() }})
             and (loyalty_versions.valid_to is null or loyalty_versions.valid_to > cast(cutoffs.cutoff_date as {{ dbt.type_timestamp() }}))
     where not users.is_excluded_traffic and users.signup_date < cutoffs.cutoff_date
 
