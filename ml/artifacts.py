@@ -54,7 +54,9 @@ def library_versions() -> dict[str, str]:
 
 def _markdown(card: dict[str, Any]) -> str:
     lines = [f"# Model card: {card['model_name']}", "", card.get("description", ""), ""]
-    for key in ("model_version", "created_at", "training_window", "rows", "features", "sha256"):
+    keys = ("model_version", "estimator", "created_at", "training_window", "validation_window",
+            "test_window", "rows", "features", "data_fingerprint", "sha256")  # fmt: skip
+    for key in keys:
         if key in card:
             lines.append(f"- **{key}**: {card[key]}")
     for section in ("metrics", "oracle", "permutation_importance", "drift_psi", "notes"):
@@ -106,7 +108,13 @@ def load_card(folder: Path) -> dict[str, Any]:
 
 
 def load_model(folder: Path) -> tuple[Any, dict[str, Any]]:
+    """The model saved in `folder` (named for the model), checked before it is unpickled."""
     card = load_card(folder)
+    if card["model_name"] != folder.name:  # e.g. one model's folder copied over another's
+        raise ArtifactError(
+            f"{folder} holds a model card for {card['model_name']!r}, not {folder.name!r}; "
+            f"{RETRAIN}"
+        )
     path = folder / card.get("artifact", MODEL_FILE)
     if not path.exists():
         raise ArtifactError(f"model file {path} is missing; retrain with `make run`")

@@ -70,6 +70,17 @@ def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
     return cards
 
 
+def _psi_values(rows: pl.DataFrame) -> dict[str, Any]:
+    """Each churn feature as PSI reads it: booleans as their levels (true, false, unknown), not
+    as floats binned by deciles (0/1 collapse into one bin and always give a PSI of 0)."""
+    return {
+        feat: rows[feat].cast(pl.String).fill_null("null").to_numpy()
+        if rows.schema[feat] == pl.Boolean
+        else rows[feat].cast(pl.Float64).to_numpy()
+        for feat in churn.FEATURES
+    }
+
+
 def score_all(settings: Settings) -> dict[str, int]:
     """Batch scoring with the saved (checksum-verified) artifacts; written to the ml layer."""
     from ml.artifacts import load_model
@@ -110,14 +121,12 @@ def score_all(settings: Settings) -> dict[str, int]:
                 "model_name": "churn",
                 "feature": feat,
                 "psi": population_stability_index(
-                    churn_rows.filter(pl.col("cutoff_date") < churn_rows["cutoff_date"].max())[feat]
-                    .cast(pl.Float64)
-                    .to_numpy(),
-                    churn_rows.filter(pl.col("cutoff_date") == churn_rows["cutoff_date"].max())[
-                        feat
-                    ]
-                    .cast(pl.Float64)
-                    .to_numpy(),
+                    _psi_values(
+                        churn_rows.filter(pl.col("cutoff_date") < churn_rows["cutoff_date"].max())
+                    )[feat],
+                    _psi_values(
+                        churn_rows.filter(pl.col("cutoff_date") == churn_rows["cutoff_date"].max())
+                    )[feat],
                 ),
                 "computed_at": now,
             }

@@ -207,3 +207,40 @@ def test_derived_features_price_against_list_price_and_past_conversion() -> None
     assert out["log_price_vs_list"].iloc[1] == pytest.approx(np.log(1.5))  # 50% markup
     assert np.isnan(out["log_price_vs_list"].iloc[2])  # a free ticket: missing, not -inf
     assert out["user_prior_conversion"].tolist() == pytest.approx([0.1, 0.31, 0.22])
+
+
+def test_a_model_in_another_models_folder_is_refused(small_world: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / propensity.MODEL_NAME
+    shutil.copytree(small_world.artifacts_dir / churn.MODEL_NAME, folder)
+    with pytest.raises(ArtifactError, match="holds a model card for 'churn', not 'booking_pro"):
+        load_model(folder)
+    _model, card = load_model(small_world.artifacts_dir / churn.MODEL_NAME)
+    assert card["model_name"] == churn.MODEL_NAME
+
+
+def test_markdown_cards_carry_the_fingerprint_and_windows(small_world: Settings) -> None:
+    for name in (propensity.MODEL_NAME, churn.MODEL_NAME):
+        text = (small_world.artifacts_dir / name / "model_card.md").read_text()
+        card = load_card(small_world.artifacts_dir / name)
+        assert f"**data_fingerprint**: {card['data_fingerprint']}" in text
+        assert f"**test_window**: {card['test_window']}" in text
+
+
+def test_boolean_drift_is_measured_on_its_levels() -> None:
+    """0/1 binned by deciles collapse into one bin: the PSI of a boolean always read 0."""
+    from ml.pipeline import _psi_values
+
+    def rows(share: float) -> pl.DataFrame:
+        n = 1000
+        cards = [i < share * n for i in range(n)]
+        return pl.DataFrame({f: [0.0] * n for f in churn.FEATURES}).with_columns(
+            pl.Series("has_loyalty_card", cards, dtype=pl.Boolean)
+        )
+
+    reference, shifted = _psi_values(rows(0.34)), _psi_values(rows(0.9))
+    assert population_stability_index(
+        reference["has_loyalty_card"], shifted["has_loyalty_card"]
+    ) == pytest.approx(1.60, abs=0.05)
+    assert population_stability_index(
+        reference["has_loyalty_card"], _psi_values(rows(0.34))["has_loyalty_card"]
+    ) == pytest.approx(0.0)
