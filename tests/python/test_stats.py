@@ -129,6 +129,7 @@ def outcomes(rows: list[tuple[str, str, bool, float]]) -> pl.DataFrame:
             "revenue_eur": [r[3] for r in rows],
             "pre_exposure_revenue_eur": [0.0 for _ in rows],
             "exposed_at": [datetime(2026, 4, 1, tzinfo=UTC) for _ in rows],
+            "is_outcome_window_complete": [True for _ in rows],
         }
     )
 
