@@ -123,7 +123,10 @@ def select_stages(only: Sequence[str] | None = None, start: str | None = None) -
     if only:
         stages = [s for s in stages if s.name in only]
     if not stages:
-        raise SettingsError(f"--only {' '.join(only or [])} --from {start} selects no stage")
+        raise SettingsError(
+            f"--only {' '.join(only or [])} --from {start} selects no stage: --only keeps "
+            "stages at or after --from; pick them from `--list`"
+        )
     return stages
 
 
