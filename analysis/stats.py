@@ -125,9 +125,15 @@ def cuped(
     theta = float(np.cov(y, x, ddof=1)[0, 1] / var_x) if var_x > 0 else 0.0
     adjusted = y - theta * (x - x.mean())
     result = welch_ttest(adjusted[~t], adjusted[t], alpha).as_dict()
-    var_y = y.var(ddof=1)
-    reduction = 1 - adjusted.var(ddof=1) / var_y if var_y > 0 else 0.0
+    # what the readout gains: the variance of the difference, not of the pooled metric (rho^2)
+    reduction = 1 - _diff_variance(adjusted, t) / raw if (raw := _diff_variance(y, t)) > 0 else 0.0
     return {**result, "theta": finite(theta), "variance_reduction": finite(reduction)}
+
+
+def _diff_variance(values: np.ndarray, is_treatment: np.ndarray) -> float:
+    """Variance of the difference in means between the arms (Welch's SE squared)."""
+    a, b = values[~is_treatment], values[is_treatment]
+    return float(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
 
 
 def holm(p_values: dict[str, float | None]) -> dict[str, float | None]:

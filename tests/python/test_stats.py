@@ -113,6 +113,9 @@ def test_cuped_reduces_variance_without_bias() -> None:
     plain = stats.welch_ttest(y[~t], y[t])
     adjusted = stats.cuped(y, x, t)
     assert adjusted["variance_reduction"] > 0.5
+    # the reduction reported is that of the difference's variance: the squared width ratio
+    width = (adjusted["ci_high"] - adjusted["ci_low"]) / (plain.ci_high - plain.ci_low)
+    assert adjusted["variance_reduction"] == pytest.approx(1 - width**2, abs=1e-4)
     assert adjusted["ci_low"] <= 2.0 <= adjusted["ci_high"]
     assert (adjusted["ci_high"] - adjusted["ci_low"]) < (plain.ci_high - plain.ci_low) / 1.5
 
