@@ -60,12 +60,17 @@ def dbt_build_stage(settings: Settings) -> StageResult:
     Incremental models rebuild only their recent days, which is right while loads add data.
     When a load replaced or removed batches it had loaded before (another seed, a smaller
     world), or brought events older than the lookback (a backfill), older days changed too: the
-    build is then a full refresh.
+    build is then a full refresh. If users batches were rewritten, the users snapshot's history
+    was taken from an extract that no longer stands, so it starts again from the current one.
     """
     from scripts.load import clear_rewrites, pending_rewrites
 
     with connect(settings) as wh:
-        rewritten = pending_rewrites(wh)
+        by_table = pending_rewrites(wh)
+    rewritten = sum(by_table.values())
+    if "users" in by_table:
+        with connect(settings, read_only=False) as wh:
+            wh.execute(f"drop table if exists {wh.table('snapshots', 'users_snapshot')}")
     args = ["build", "--exclude", "tag:post_scoring"]
     run_dbt(settings, [*args, "--full-refresh"] if rewritten else args)
     if rewritten:

@@ -344,13 +344,16 @@ def record_rewrite(wh: Warehouse, table: str, batch_id: str, reason: str, now: d
     )
 
 
-def pending_rewrites(wh: Warehouse) -> int:
-    """Batches changed or removed since the last full refresh of the dbt models."""
+def pending_rewrites(wh: Warehouse) -> dict[str, int]:
+    """Batches changed, removed or backfilled since the last full refresh of the dbt models,
+    counted by raw table."""
     if not wh.table_exists("audit", "history_rewrites"):
-        return 0
-    return int(
-        wh.query(f"select count(*) as n from {wh.table('audit', 'history_rewrites')}")["n"][0]
+        return {}
+    counts = wh.query(
+        f"select table_name, count(*) as n from {wh.table('audit', 'history_rewrites')} "
+        "group by table_name"
     )
+    return {table: int(n) for table, n in counts.iter_rows()}
 
 
 def clear_rewrites(wh: Warehouse) -> None:

@@ -200,7 +200,14 @@ def test_a_new_world_makes_the_next_build_a_full_refresh(
             "(select count(*) from staging.stg_app__searches) as staged"
         )
         assert counts["facts"][0] == counts["staged"][0] > 0
-        assert pending_rewrites(wh) == 0
+        assert pending_rewrites(wh) == {}
+        # the snapshot holds the new world's users only, one version each
+        versions = wh.query(
+            "select count(*) as n, count(distinct user_id) as users, "
+            "count(*) filter (where dbt_valid_to is not null) as closed "
+            "from snapshots.users_snapshot"
+        )
+        assert versions["n"][0] == versions["users"][0] == 400 and versions["closed"][0] == 0
 
 
 def test_a_failing_build_names_the_failing_tests(small_world: Settings, tmp_path: Path) -> None:
