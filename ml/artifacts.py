@@ -7,10 +7,12 @@ truncated or mismatched file is refused with a clear error instead of being exec
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import joblib
@@ -39,6 +41,13 @@ def data_fingerprint(df: pl.DataFrame) -> str:
     row_hash = int(df.hash_rows(seed=0).sum()) if df.height else 0
     text = f"{df.height}|{','.join(df.columns)}|{row_hash}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_version(name: str, training_rows: pl.DataFrame, code: ModuleType) -> str:
+    """`<name>-<data fingerprint>-<code fingerprint>`: a new version when the training rows or
+    the module that trains the model change (the same data with new code is another model)."""
+    source = Path(inspect.getfile(code)).read_bytes()
+    return f"{name}-{data_fingerprint(training_rows)}-{hashlib.sha256(source).hexdigest()[:8]}"
 
 
 def library_versions() -> dict[str, str]:

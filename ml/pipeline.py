@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from ml import churn, propensity, segmentation
-from ml.artifacts import data_fingerprint, save_model
+from ml.artifacts import data_fingerprint, model_version, save_model
 from ml.evaluate import population_stability_index
 from ml.features import read_mart, read_truth
 from railflow.pipeline import StageResult
@@ -38,7 +38,7 @@ def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
         root / segmentation.MODEL_NAME,
         {
             "model_name": segmentation.MODEL_NAME,
-            "model_version": f"{segmentation.MODEL_NAME}-{data_fingerprint(rfm)}",
+            "model_version": model_version(segmentation.MODEL_NAME, rfm, segmentation),
             "description": "K-Means on log1p + standardised recency, frequency, monetary; "
             "k by silhouette; clusters named from centroids.",
             "features": segmentation.FEATURES,
@@ -60,7 +60,7 @@ def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
         root / churn.MODEL_NAME,
         {
             "model_name": churn.MODEL_NAME,
-            "model_version": f"{churn.MODEL_NAME}-{data_fingerprint(churn_rows)}",
+            "model_version": model_version(churn.MODEL_NAME, churn_rows, churn),
             "description": f"P(no activity in the next {churn.HORIZON_DAYS} days), calibrated.",
             "features": churn.FEATURES,
             "data_fingerprint": data_fingerprint(churn_rows),

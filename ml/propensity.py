@@ -9,6 +9,7 @@ numeric values are handled natively by both estimators.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
@@ -27,7 +28,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder
 
-from ml.artifacts import data_fingerprint, load_model, save_model
+from ml.artifacts import data_fingerprint, load_model, model_version, save_model
 from ml.evaluate import binary_metrics, population_stability_index
 from ml.features import require_columns, to_pandas
 
@@ -252,7 +253,9 @@ def train(features: pl.DataFrame, truth: pl.DataFrame | None, folder: Path) -> d
     }
     card = {
         "model_name": MODEL_NAME,
-        "model_version": f"{MODEL_NAME}-{data_fingerprint(features.select([*FEATURES, LABEL]))}",
+        "model_version": model_version(
+            MODEL_NAME, features.select([*FEATURES, LABEL]), sys.modules[__name__]
+        ),
         "description": "P(a search converts into a booking); isotonic-calibrated. "
         "The simulator discounts when it is between 0.3 and 0.7.",
         "estimator": chosen,

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from ml import churn, propensity
-from ml.artifacts import CARD_JSON, ArtifactError, load_card, load_model
+from ml.artifacts import CARD_JSON, ArtifactError, data_fingerprint, load_card, load_model
 from ml.evaluate import expected_calibration_error, population_stability_index
 from ml.features import FeatureError
 from ml.pipeline import train_all
@@ -244,3 +244,21 @@ def test_boolean_drift_is_measured_on_its_levels() -> None:
     assert population_stability_index(
         reference["has_loyalty_card"], _psi_values(rows(0.34))["has_loyalty_card"]
     ) == pytest.approx(0.0)
+
+
+def test_model_version_changes_with_the_data_and_with_the_training_code(tmp_path: Path) -> None:
+    import types
+
+    from ml.artifacts import model_version
+
+    code = tmp_path / "trainer.py"
+    code.write_text("DEPTH = 3\n")
+    module = types.ModuleType("trainer")
+    module.__file__ = str(code)
+    rows = pl.DataFrame({"x": [1, 2, 3], "y": [0, 1, 0]})
+    first = model_version("m", rows, module)
+    assert first == model_version("m", rows.clone(), module)  # reproducible
+    assert model_version("m", rows.with_columns(y=pl.lit(1)), module) != first
+    code.write_text("DEPTH = 4\n")
+    assert model_version("m", rows, module) != first
+    assert first.startswith("m-") and first.split("-")[1] == data_fingerprint(rows)
