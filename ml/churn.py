@@ -151,6 +151,7 @@ def fit(
     info = {
         "training_window": f"cutoffs {cutoffs[0]} to {train['cutoff_date'].max()}, labels to "
         f"{train['cutoff_date'].max() + horizon}",
+        "training_dates": [str(train["cutoff_date"].min()), str(train["cutoff_date"].max())],
         "validation_window": str(valid_cut),
         "test_window": str(test_cut),
         "rows": {"train": train.height, "valid": valid.height, "test": test.height},

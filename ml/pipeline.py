@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from ml import churn, propensity, segmentation
-from ml.artifacts import data_fingerprint, model_version, save_model
+from ml.artifacts import ArtifactError, data_fingerprint, model_version, save_model
 from ml.evaluate import population_stability_index
 from ml.features import read_mart, read_truth
 from railflow.pipeline import StageResult
@@ -70,15 +70,45 @@ def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
     return cards
 
 
-def _psi_values(rows: pl.DataFrame) -> dict[str, Any]:
-    """Each churn feature as PSI reads it: booleans as their levels (true, false, unknown), not
+# Recent searches compared with the model's training window in ml.feature_drift
+DRIFT_WINDOW_DAYS = 14
+
+
+def _psi_values(rows: pl.DataFrame, features: list[str]) -> dict[str, Any]:
+    """Each feature as PSI reads it: booleans and strings as levels (true, false, unknown), not
     as floats binned by deciles (0/1 collapse into one bin and always give a PSI of 0)."""
-    return {
-        feat: rows[feat].cast(pl.String).fill_null("null").to_numpy()
-        if rows.schema[feat] == pl.Boolean
-        else rows[feat].cast(pl.Float64).to_numpy()
-        for feat in churn.FEATURES
-    }
+    out: dict[str, Any] = {}
+    for feat in features:
+        dtype = rows.schema[feat]
+        if dtype in (pl.Boolean, pl.String):
+            out[feat] = rows[feat].cast(pl.String).fill_null("null").to_numpy()
+        else:
+            out[feat] = rows[feat].cast(pl.Float64).to_numpy()
+    return out
+
+
+def feature_drift(
+    card: dict[str, Any], rows: pl.DataFrame, date_col: str, current: pl.DataFrame, now: datetime
+) -> list[dict[str, Any]]:
+    """PSI of each of the model's features: its training rows (the card's training dates)
+    against `current`, the rows being scored now."""
+    if "training_dates" not in card:
+        raise ArtifactError(
+            f"model card of {card['model_name']} has no training_dates (trained by an older "
+            "version); retrain with `python -m ml train`"
+        )
+    first, last = (date.fromisoformat(d) for d in card["training_dates"])
+    reference = rows.filter(pl.col(date_col).is_between(first, last))
+    ref, cur = _psi_values(reference, card["features"]), _psi_values(current, card["features"])
+    return [
+        {
+            "model_name": card["model_name"],
+            "feature": feat,
+            "psi": population_stability_index(ref[feat], cur[feat]),
+            "computed_at": now,
+        }
+        for feat in card["features"]
+    ]
 
 
 def score_all(settings: Settings) -> dict[str, int]:
@@ -110,28 +140,13 @@ def score_all(settings: Settings) -> dict[str, int]:
     churn_scores = churn.score_latest(c_model, churn_rows).with_columns(
         model_version=pl.lit(c_card["model_version"]), scored_at=stamp
     )
+    recent = searches["search_date"].max() - timedelta(days=DRIFT_WINDOW_DAYS - 1)
+    latest_cutoff = churn_rows.filter(pl.col("cutoff_date") == churn_rows["cutoff_date"].max())
     drift = pl.DataFrame(
-        [
-            {"model_name": name, "feature": feat, "psi": float(psi), "computed_at": now}
-            for name, card in (("booking_propensity", p_card),)
-            for feat, psi in card["drift_psi"].items()
-        ]
-        + [
-            {
-                "model_name": "churn",
-                "feature": feat,
-                "psi": population_stability_index(
-                    _psi_values(
-                        churn_rows.filter(pl.col("cutoff_date") < churn_rows["cutoff_date"].max())
-                    )[feat],
-                    _psi_values(
-                        churn_rows.filter(pl.col("cutoff_date") == churn_rows["cutoff_date"].max())
-                    )[feat],
-                ),
-                "computed_at": now,
-            }
-            for feat in churn.FEATURES
-        ],
+        feature_drift(
+            p_card, searches, "search_date", searches.filter(pl.col("search_date") >= recent), now
+        )
+        + feature_drift(c_card, churn_rows, "cutoff_date", latest_cutoff, now),
         schema_overrides={"computed_at": pl.Datetime("us", "UTC")},
     ).with_columns(pl.col("psi").fill_nan(None))
     with connect(settings, read_only=False) as wh:

@@ -260,6 +260,10 @@ def train(features: pl.DataFrame, truth: pl.DataFrame | None, folder: Path) -> d
         "The simulator discounts when it is between 0.3 and 0.7.",
         "estimator": chosen,
         "training_window": split.window(split.train),
+        "training_dates": [
+            str(split.train["search_date"].min()),
+            str(split.train["search_date"].max()),
+        ],
         "validation_window": split.window(split.valid),
         "test_window": split.window(split.test),
         "rows": {

@@ -237,12 +237,13 @@ def test_boolean_drift_is_measured_on_its_levels() -> None:
             pl.Series("has_loyalty_card", cards, dtype=pl.Boolean)
         )
 
-    reference, shifted = _psi_values(rows(0.34)), _psi_values(rows(0.9))
+    features = list(churn.FEATURES)
+    reference, shifted = _psi_values(rows(0.34), features), _psi_values(rows(0.9), features)
     assert population_stability_index(
         reference["has_loyalty_card"], shifted["has_loyalty_card"]
     ) == pytest.approx(1.60, abs=0.05)
     assert population_stability_index(
-        reference["has_loyalty_card"], _psi_values(rows(0.34))["has_loyalty_card"]
+        reference["has_loyalty_card"], _psi_values(rows(0.34), features)["has_loyalty_card"]
     ) == pytest.approx(0.0)
 
 
@@ -262,3 +263,45 @@ def test_model_version_changes_with_the_data_and_with_the_training_code(tmp_path
     code.write_text("DEPTH = 4\n")
     assert model_version("m", rows, module) != first
     assert first.startswith("m-") and first.split("-")[1] == data_fingerprint(rows)
+
+
+def test_drift_compares_the_training_window_with_the_searches_scored_now(
+    small_world: Settings,
+) -> None:
+    card = load_card(small_world.artifacts_dir / propensity.MODEL_NAME)
+    with connect(small_world) as wh:
+        drift = wh.read("ml", "feature_drift")
+        searches = wh.read("marts", "ml_booking_propensity_features")
+    first, last = (date.fromisoformat(d) for d in card["training_dates"])
+    trained = searches.filter(pl.col("search_date").is_between(first, last))
+    recent = searches.filter(
+        pl.col("search_date") > searches["search_date"].max() - timedelta(days=14)
+    )
+    expected = population_stability_index(
+        trained["lead_time_days"].cast(pl.Float64).to_numpy(),
+        recent["lead_time_days"].cast(pl.Float64).to_numpy(),
+    )
+    got = drift.filter(
+        (pl.col("model_name") == propensity.MODEL_NAME) & (pl.col("feature") == "lead_time_days")
+    )["psi"]
+    assert got.to_list() == [pytest.approx(expected)]
+    # churn: its training cutoffs (not every earlier cutoff) against the latest one, scored now
+    churn_card = load_card(small_world.artifacts_dir / churn.MODEL_NAME)
+    with connect(small_world) as wh:
+        cutoffs = wh.read("marts", "ml_churn_features")
+    first, last = (date.fromisoformat(d) for d in churn_card["training_dates"])
+    assert first <= last <= cutoffs["cutoff_date"].max() - timedelta(days=2 * churn.HORIZON_DAYS)
+    expected = population_stability_index(
+        cutoffs.filter(pl.col("cutoff_date").is_between(first, last))["sessions_30d"]
+        .cast(pl.Float64)
+        .to_numpy(),
+        cutoffs.filter(pl.col("cutoff_date") == cutoffs["cutoff_date"].max())["sessions_30d"]
+        .cast(pl.Float64)
+        .to_numpy(),
+    )
+    got = drift.filter(
+        (pl.col("model_name") == churn.MODEL_NAME) & (pl.col("feature") == "sessions_30d")
+    )["psi"]
+    assert got.to_list() == [pytest.approx(expected)]
+    assert set(drift["model_name"]) == {propensity.MODEL_NAME, churn.MODEL_NAME}
+    assert drift.height == len(card["features"]) + len(churn.FEATURES)
