@@ -75,16 +75,15 @@ DRIFT_WINDOW_DAYS = 14
 
 
 def _psi_values(rows: pl.DataFrame, features: list[str]) -> dict[str, Any]:
-    """Each feature as PSI reads it: booleans and strings as levels (true, false, unknown), not
-    as floats binned by deciles (0/1 collapse into one bin and always give a PSI of 0)."""
-    out: dict[str, Any] = {}
-    for feat in features:
-        dtype = rows.schema[feat]
-        if dtype in (pl.Boolean, pl.String):
-            out[feat] = rows[feat].cast(pl.String).fill_null("null").to_numpy()
-        else:
-            out[feat] = rows[feat].cast(pl.Float64).to_numpy()
-    return out
+    """Each feature as population_stability_index reads it: numbers as floats (binned by
+    deciles), booleans and strings as they are (levels; a boolean cast to 0/1 would collapse
+    into one decile bin and always give a PSI of 0)."""
+    return {
+        feat: rows[feat].cast(pl.Float64).to_numpy()
+        if rows.schema[feat].is_numeric()
+        else rows[feat].to_numpy()
+        for feat in features
+    }
 
 
 def feature_drift(

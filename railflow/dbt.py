@@ -89,11 +89,12 @@ def run_dbt(
     if check and proc.returncode != 0:
         target = Path(args[args.index("--target-path") + 1]) if "--target-path" in args else None
         results = (target or settings.dbt_target_path) / "run_results.json"
-        tail = failed_nodes(results, since=started)
+        # an older run_results.json is an earlier run's: this one stopped before any node
+        fresh = results.exists() and results.stat().st_mtime >= started
+        tail = failed_nodes(results) if fresh else ""
         if not tail and capture:
             lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
             tail = f": {lines[-1].strip()}" if lines else ""
-        fresh = results.exists() and results.stat().st_mtime >= started
         raise DbtError(
             f"`dbt {' '.join(args)}` failed with exit code {proc.returncode}{tail}; "
             f"see {f'{results} and ' if fresh else ''}logs/dbt.log"
@@ -101,14 +102,11 @@ def run_dbt(
     return proc
 
 
-def failed_nodes(results: Path, since: float = 0.0, shown: int = 3) -> str:
-    """': 2 failed: <node> (<message>), ...' from a run_results.json written after `since`
-    (a wall-clock time; an older one is an earlier run's), or '' when none failed."""
+def failed_nodes(results: Path, shown: int = 3) -> str:
+    """': 2 failed: <node> (<message>), ...' from a run_results.json, or '' when none failed."""
     try:
-        if results.stat().st_mtime < since:
-            return ""
         nodes = json.loads(results.read_text())["results"]
-    except (OSError, ValueError, KeyError):  # no results: dbt stopped before any node
+    except (OSError, ValueError, KeyError):  # unreadable: nothing to name
         return ""
     failed = [r for r in nodes if r.get("status") in ("error", "fail", "runtime error")]
     if not failed:

@@ -453,17 +453,17 @@ def load_file(
 
 
 def ignored_entries(
-    raw_dir: Path, tables: Sequence[str], files: Mapping[str, list[Path]]
+    raw_dir: Path, plan: Mapping[str, TableSpec], files: Mapping[str, list[Path]]
 ) -> list[Path]:
-    """What the raw folder holds that this load does not read, each logged on one line.
-    Hidden entries (.DS_Store, .gitkeep) are tool metadata and pass silently."""
-    plan = load_plan()
+    """What the raw folder holds that this load does not read (`files`: the files it reads, by
+    table), each logged on one line. Hidden entries (.DS_Store, .gitkeep) are tool metadata
+    and pass silently."""
     ignored: list[tuple[Path, str]] = []
     for entry in sorted(raw_dir.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.name in plan and entry.is_dir():
-            if entry.name in tables:
+            if entry.name in files:  # a table this load reads
                 read = set(files[entry.name])
                 ignored += [
                     (p, "not a .parquet file of the table")
@@ -537,7 +537,7 @@ def load(
     lookback = timedelta(days=int(project_var("lookback_days")))
     names = list(tables or plan)
     files = {name: sorted((raw_dir / name).glob("*.parquet")) for name in names}
-    reports = LoadReports(ignored=ignored_entries(raw_dir, names, files))
+    reports = LoadReports(ignored=ignored_entries(raw_dir, plan, files))
     with connect(settings, read_only=False) as wh:
         recorded = loaded_batches(wh)
         if prune:
