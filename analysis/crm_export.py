@@ -396,11 +396,15 @@ class Plan:
                 "unsubscribed",
                 "invalid",
                 "sent",
+                "abandoned",
             ),
             0,
         )
     )
     invalid: list[tuple[str, str]] = field(default_factory=list)
+    # ledgered ids that left the audience before any delivery: nothing of theirs is in the CRM,
+    # so nothing is left to send (a user once delivered is cleared or unsubscribed instead)
+    abandoned: list[str] = field(default_factory=list)
     # external_id, attributes_sha256: the fingerprint of each valid object
     hashes: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STATE_SCHEMA))
 
@@ -416,7 +420,8 @@ def plan(
 
     `failed`: the ids in the failed-row ledger. One whose attributes did not change since it
     was last synced is sent again all the same (`retried`): the endpoint may never have got it
-    (a full run that failed, or files written before any endpoint was set).
+    (a full run that failed, or files written before any endpoint was set). One no longer in
+    the audiences and never delivered is `abandoned`: its ledger row goes.
     """
     p = Plan()
     all_valid: set[tuple[str, str]] = set()
@@ -487,6 +492,9 @@ def plan(
             cleared_rows.append((uid, canonical(cleared).decode(), None, checked))
         cleared_frame = pl.DataFrame(cleared_rows, schema=_SEND_SCHEMA, orient="row")
         p.to_send = pl.concat([p.to_send, cleared_frame])
+    known = set(current["external_id"]) | set(state["external_id"])
+    p.abandoned = sorted(set(failed) - known)
+    p.counts["abandoned"] = len(p.abandoned)
     p.counts["sent"] = p.to_send.height
     return p
 
@@ -736,7 +744,8 @@ def _record(
             if wh.table_exists("audit", "crm_failed_rows")
             else pl.DataFrame(schema=ledger_schema)
         )
-        ledger = ledger.filter(~pl.col("external_id").is_in(sent["external_id"].implode()))
+        done = pl.concat([sent["external_id"], pl.Series(p.abandoned, dtype=pl.String)])
+        ledger = ledger.filter(~pl.col("external_id").is_in(done.implode()))
         new = pl.DataFrame(
             [
                 {
@@ -788,6 +797,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{prefix} {c['sent']}: created {c['created']}, updated {c['updated']}, unchanged "
         f"{c['unchanged']}, retried {c['retried']}, removed {c['removed']}, unsubscribed "
         f"{c['unsubscribed']}, invalid {c['invalid']}"
+        + (f"; {c['abandoned']} failed row(s) left the audience first" if c["abandoned"] else "")
     )
     for uid, reason in result["invalid"]:
         print(f"invalid {uid}: {reason}")

@@ -208,6 +208,30 @@ def test_every_row_is_delivered_once_or_ledgered(never_synced: Settings, crm_ser
         assert wh.read("audit", "crm_failed_rows").height == 0
 
 
+def test_a_failed_row_whose_user_left_before_delivery_leaves_the_ledger(
+    never_synced: Settings, crm_server: str
+) -> None:
+    world = never_synced
+    with connect(world) as wh:
+        ids = sorted(set(pl.concat([wh.read("sync", m) for m in MARTS])["external_id"]))
+    leaver, stays = ids[:2]
+    ScriptedCrm.bad_ids = {leaver, stays}
+    sender = HttpSender(crm_server, None, sleep=lambda s: None)
+    assert export(world, endpoint=crm_server, sender=sender)["failed"] == 2
+    with connect(world, read_only=False) as wh:
+        for mart in MARTS:
+            where = "where external_id = $u"
+            wh.execute(f"delete from {wh.table('sync', mart)} {where}", {"u": leaver})
+    ScriptedCrm.bad_ids = {stays}
+    again = export(world, endpoint=crm_server, sender=sender)
+    # the leaver was never in the CRM: nothing to clear, nothing to retry
+    assert again["counts"]["abandoned"] == 1 and again["counts"]["removed"] == 0
+    assert again["counts"]["sent"] == again["failed"] == 1  # the one who stays, sent again
+    with connect(world) as wh:
+        assert set(wh.read("audit", "crm_failed_rows")["external_id"]) == {stays}
+    assert not any(leaver in batch for batch in ScriptedCrm.applied.values())
+
+
 def test_retries_exhausted_rows_go_to_the_ledger(never_synced: Settings, crm_server: str) -> None:
     world = never_synced
     ScriptedCrm.script = ["500"] * 100
