@@ -50,6 +50,19 @@ def machine() -> dict[str, object]:
     }
 
 
+def probe_ms() -> float:
+    """How busy the machine is, just before an area runs: the best of 5 runs of a fixed pure
+    Python loop, in ms. This VM shares its host; when the probe is high, so is every figure."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
+
+
 def _load() -> dict[str, object]:
     return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
 
@@ -164,13 +177,18 @@ def render(results: dict[str, object]) -> str:
         f"Machine: {m.get('cores')} cores, {m.get('memory_gb')} GB RAM, {m.get('cpu')}, "
         f"Python {m.get('python')}.",
         "",
+        "The machine probe beside each area is the best of 5 runs of a 2M-step pure Python loop",
+        "just before the area ran: the VM shares its host, and figures taken while the probe is",
+        "high are slow by about as much.",
+        "",
     ]
     areas = results.get("areas", {})
     for area in AREAS:
         entry = areas.get(area) if isinstance(areas, dict) else None
         if not entry:
             continue
-        lines += [f"## {area}", "", f"Measured {entry['measured_at']}.", ""]
+        probe = f" Machine probe {entry['probe_ms']} ms." if "probe_ms" in entry else ""
+        lines += [f"## {area}", "", f"Measured {entry['measured_at']}.{probe}", ""]
         if "error" in entry:
             lines += [f"Failed: `{entry['error']}`", ""]
             continue
@@ -250,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for area in (a for a in AREAS if a in wanted):
         module = importlib.import_module(f"benchmarks.{area}")
         print(f"[bench] {area} ...", flush=True)
+        probe = probe_ms()
         start = time.perf_counter()
         try:
             entry = {"results": module.run(quick=args.quick)}
@@ -257,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             traceback.print_exc()
             entry = {"error": f"{type(exc).__name__}: {exc}"}
         entry["measured_at"] = now()
+        entry["probe_ms"] = probe
         areas[area] = entry
         print(f"[bench] {area} done in {time.perf_counter() - start:.0f}s", flush=True)
     if "e2e" in wanted:
