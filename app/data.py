@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 
 def settings() -> Settings:
-    return get_settings(warn=False)
+    return get_settings()
 
 
 @st.cache_data(ttl=120, show_spinner=False)

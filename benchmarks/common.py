@@ -67,4 +67,4 @@ def stage_cmd(*stages: str) -> list[str]:
 
 
 def settings_for(env: dict[str, str]) -> Settings:
-    return get_settings(env, warn=False)
+    return get_settings(env)

@@ -183,7 +183,18 @@ def _memory(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def get_settings(env: Mapping[str, str] | None = None, *, warn: bool = True) -> Settings:
+def warn_if_development_salt(settings: Settings) -> None:
+    """Say once per process that PII is being hashed with the development salt: only what
+    hashes says it, so `--help` and the stages that read hashes stay quiet."""
+    if settings.salt_is_default and not _warned_dev_salt:
+        _warned_dev_salt.append(True)
+        log.warning(
+            "warning: RAILFLOW_PII_SALT is not set: using the development salt "
+            "(fine for local DuckDB, never for production)"
+        )
+
+
+def get_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the environment (or the given mapping) and validate them."""
     env = os.environ if env is None else env
     target = env.get("RAILFLOW_TARGET", "duckdb").strip().lower() or "duckdb"
@@ -208,13 +219,7 @@ def get_settings(env: Mapping[str, str] | None = None, *, warn: bool = True) -> 
                 "RAILFLOW_PII_SALT is not set; the bigquery target refuses to hash PII with the "
                 "development salt: export RAILFLOW_PII_SALT to a long random secret"
             )
-        if warn and not _warned_dev_salt:
-            _warned_dev_salt.append(True)
-            log.warning(
-                "warning: RAILFLOW_PII_SALT is not set: using the development salt "
-                "(fine for local DuckDB, never for production)"
-            )
-        salt = DEV_PII_SALT
+        salt = DEV_PII_SALT  # what hashes with it says so (warn_if_development_salt)
 
     bq_project = env.get("RAILFLOW_BQ_PROJECT") or None
     if target == "bigquery" and not bq_project:

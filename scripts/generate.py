@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from railflow.errors import SettingsError, cli_entrypoint
 from railflow.pipeline import StageResult
-from railflow.settings import Settings, get_settings
+from railflow.settings import Settings, get_settings, warn_if_development_salt
 from scripts.reference import load_reference
 from scripts.tracking_plan import load_plan
 from scripts.world import PARAMS, World
@@ -247,6 +247,7 @@ def generate(
 
 
 def stage(settings: Settings) -> StageResult:
+    warn_if_development_salt(settings)
     counts = generate(
         settings.data_dir,
         users=settings.users,
@@ -303,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser(defaults).parse_args(argv)
     if args.seed < 0:
         raise SettingsError(f"--seed {args.seed} must be zero or positive")
+    warn_if_development_salt(defaults)
     started = time.perf_counter()
     counts = generate(
         args.out, args.users, args.days, args.start_date, args.seed, defaults.pii_salt

@@ -58,7 +58,7 @@ def settings_for(folder: Path, **overrides: str) -> Settings:
         "DBT_TARGET_PATH": str(folder / "target"),
         **overrides,
     }
-    return get_settings(env, warn=False)
+    return get_settings(env)
 
 
 @pytest.fixture(scope="session")

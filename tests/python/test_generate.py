@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -170,12 +171,21 @@ def test_a_rejected_period_leaves_the_previous_world_alone(tmp_path: Path) -> No
     assert kept.read_bytes() == b"the previous world"
 
 
-def test_cli_prints_a_summary(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "scripts.generate", "--users", "100", "--days", "10",
-         "--out", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+def test_cli_prints_a_summary_and_says_once_that_it_hashes_with_the_dev_salt(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RAILFLOW_PII_SALT"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+
+    for quiet in (("scripts.generate", "--help"), ("scripts.load", "--help")):
+        assert "development salt" not in run(*quiet).stderr  # nothing hashed
+    proc = run("scripts.generate", "--users", "100", "--days", "10", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("using the development salt") == 1
     assert "search_route" in proc.stdout and "events" in proc.stdout
     assert (tmp_path / "truth" / "params.json").exists()

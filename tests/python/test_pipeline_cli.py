@@ -83,8 +83,7 @@ def dbt_settings(tmp_path: Path) -> Settings:
         {
             "RAILFLOW_DATA_DIR": str(tmp_path / "data"),
             "DBT_TARGET_PATH": str(tmp_path / "target"),
-        },
-        warn=False,
+        }
     )
 
 
@@ -101,7 +100,7 @@ def test_a_profiles_folder_of_your_own_is_used_and_never_overwritten(tmp_path: P
     profile = mine / "profiles.yml"
     profile.write_text("# my own profile\n")
     os.utime(profile, (0, 0))  # older than profiles.example.yml: the project's copy is refreshed
-    settings = get_settings({"DBT_PROFILES_DIR": str(mine)}, warn=False)
+    settings = get_settings({"DBT_PROFILES_DIR": str(mine)})
     assert ensure_profile(settings) == profile
     assert profile.read_text() == "# my own profile\n"
 

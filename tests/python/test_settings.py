@@ -12,7 +12,7 @@ from railflow.settings import DEV_PII_SALT, REPO_ROOT, get_settings
 
 
 def test_defaults_are_safe_duckdb() -> None:
-    s = get_settings({}, warn=False)
+    s = get_settings({})
     assert s.target == "duckdb"
     assert s.duckdb_path == REPO_ROOT / "data" / "warehouse.duckdb"
     assert (s.users, s.days, s.seed) == (20_000, 180, 42)
@@ -79,7 +79,7 @@ def test_bigquery_layers_are_prefixed_datasets() -> None:
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(SettingsError) as info:
-        get_settings(env, warn=False)
+        get_settings(env)
     message = str(info.value)
     assert names in message
     assert "\n" not in message
@@ -88,7 +88,7 @@ def test_bad_settings_name_the_variable(env: dict[str, str], names: str) -> None
 def test_unwritable_data_dir_is_reported(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    s = get_settings({"RAILFLOW_DATA_DIR": str(blocker / "data")}, warn=False)
+    s = get_settings({"RAILFLOW_DATA_DIR": str(blocker / "data")})
     with pytest.raises(SettingsError, match="RAILFLOW_DATA_DIR: cannot write"):
         s.ensure_writable()
 
@@ -97,8 +97,7 @@ def test_unwritable_artifacts_dir_names_its_own_variable(tmp_path: Path) -> None
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     s = get_settings(
-        {"RAILFLOW_DATA_DIR": str(tmp_path / "data"), "RAILFLOW_ARTIFACTS_DIR": str(blocker / "a")},
-        warn=False,
+        {"RAILFLOW_DATA_DIR": str(tmp_path / "data"), "RAILFLOW_ARTIFACTS_DIR": str(blocker / "a")}
     )
     with pytest.raises(SettingsError, match=r"^RAILFLOW_ARTIFACTS_DIR: cannot write"):
         s.ensure_writable()

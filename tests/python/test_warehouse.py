@@ -19,7 +19,7 @@ from railflow.warehouse import BigQueryWarehouse, connect, load_job_config
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return get_settings({"RAILFLOW_DATA_DIR": str(tmp_path)}, warn=False)
+    return get_settings({"RAILFLOW_DATA_DIR": str(tmp_path)})
 
 
 def sample_frame() -> pl.DataFrame:
