@@ -153,6 +153,9 @@ def run_pipeline(settings: Settings, stages: Sequence[Stage] | None = None) -> l
                 f"RAILFLOW_DAYS={settings.days} is too short for the churn model's labelled "
                 f"weekly cutoffs; set RAILFLOW_DAYS to at least {need}"
             )
+    if settings.target == "bigquery" and {s.name for s in stages} - {"generate"}:
+        with connect(settings):  # credentials, before generate rewrites data/raw for nothing
+            pass
     runs: list[StageRun] = []
     for index, stage in enumerate(stages, start=1):
         log.info("[%d/%d] %s: %s", index, len(stages), stage.name, stage.description)

@@ -179,6 +179,7 @@ def test_a_service_account_key_authenticates_the_python_stages_and_dbt(tmp_path:
 
 def test_no_google_credentials_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from railflow.errors import SettingsError
+    from railflow.pipeline import run_pipeline
     from railflow.warehouse import BigQueryWarehouse
 
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
@@ -187,6 +188,11 @@ def test_no_google_credentials_is_one_line(tmp_path: Path, monkeypatch: pytest.M
     env = {"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s", "RAILFLOW_BQ_PROJECT": "p"}
     with pytest.raises(SettingsError, match="no Google credentials found"):
         BigQueryWarehouse(get_settings(env), read_only=True)
+    # the pipeline asks before its first stage: the local world is not rewritten for nothing
+    data = tmp_path / "data"
+    with pytest.raises(SettingsError, match="no Google credentials found"):
+        run_pipeline(get_settings({**env, "RAILFLOW_DATA_DIR": str(data)}))
+    assert not (data / "raw").exists()
     not_a_key = tmp_path / "key.json"
     not_a_key.write_text('{"type": "authorized_user"}')
     env |= {"RAILFLOW_BQ_METHOD": "service-account", "RAILFLOW_BQ_KEYFILE": str(not_a_key)}
