@@ -57,6 +57,9 @@ def exists(layer: str, name: str) -> bool:
 def guard(render: Callable[[], T]) -> T | None:
     """Run a page body; expected failures become a message instead of a traceback."""
     try:
+        if not exists("marts", "dim_dates"):  # a file, but nothing built in it yet
+            st.error("The warehouse has no marts yet. Build them with `make run`, then reload.")
+            return None
         return render()
     except WarehouseMissingError:
         st.error("No warehouse yet. Build it with `make run`, then reload this page.")

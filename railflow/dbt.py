@@ -61,6 +61,27 @@ def dbt_executable() -> str:
     return str(candidate) if candidate.exists() else "dbt"
 
 
+# dbt commands that read the raw layer: without it, every model fails with a catalog error
+READS_RAW = ("build", "run", "test", "snapshot")
+
+
+def _require_raw_tables(settings: Settings) -> None:
+    """One line before dbt starts when nothing is loaded yet (and no empty file left behind)."""
+    loaded = False
+    if settings.duckdb_path.exists():
+        with connect(settings) as wh:
+            raw_tables = wh.query(
+                "select count(*) as n from information_schema.tables where table_schema = $s",
+                {"s": wh.schema("raw")},
+            )
+            loaded = raw_tables["n"][0] > 0
+    if not loaded:
+        raise SettingsError(
+            f"the warehouse {settings.duckdb_path} has no raw tables yet: load them first with "
+            "`make run`, or `python -m railflow.pipeline --only generate load`"
+        )
+
+
 def run_dbt(
     settings: Settings,
     args: Sequence[str],
@@ -70,12 +91,17 @@ def run_dbt(
 ) -> subprocess.CompletedProcess[str]:
     """Run `dbt <args>` in the project folder for the settings' target."""
     ensure_profile(settings)
-    if settings.target == "duckdb":  # dbt-duckdb will not create the folder for its file
+    if settings.target == "duckdb":
+        if args and args[0] in READS_RAW:
+            _require_raw_tables(settings)
+        # dbt-duckdb will not create the folder for its file
         settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
         if settings.duckdb_path.exists():  # a lock held elsewhere: one line, not dbt's traceback
             with connect(settings, read_only=False):
                 pass
     env = {**os.environ, **settings.dbt_env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    if not sys.stdout.isatty():  # a log file or a pipe: no terminal colour codes in it
+        env.setdefault("DBT_USE_COLORS", "false")
     cmd = [dbt_executable(), *args, "--target", settings.target]
     started = time.time()
     proc = subprocess.run(

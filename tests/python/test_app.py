@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -109,11 +110,14 @@ def test_pages_show_the_built_world(app: AppTest) -> None:
     assert any("dbt build --exclude tag:post_scoring" in c.value for c in app.caption)
 
 
+@pytest.mark.parametrize("warehouse", ["no file", "a file with nothing built"])
 def test_missing_warehouse_says_which_command_to_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse: str
 ) -> None:
     monkeypatch.setenv("RAILFLOW_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("RAILFLOW_DUCKDB_PATH", raising=False)
+    if warehouse != "no file":  # as `make docs` leaves it on a fresh clone
+        duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert not at.exception

@@ -169,6 +169,24 @@ def test_dbt_through_the_settings(tmp_path: Path) -> None:
     )  # fmt: skip
     errors = [ln for ln in bogus.stderr.splitlines() if ln.startswith("error:")]
     assert bogus.returncode == 1 and len(errors) == 1 and "`dbt bogus` failed" in errors[0]
+    # nothing loaded yet: one line before dbt starts, and no empty warehouse file left behind
+    build = subprocess.run(
+        [sys.executable, "-m", "railflow.dbt", "build", "--select", "marts"],
+        cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    errors = [ln for ln in build.stderr.splitlines() if ln.startswith("error:")]
+    assert build.returncode == 2 and len(errors) == 1 and "no raw tables yet" in errors[0]
+    assert not (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_dbt_writes_no_colour_codes_into_a_log(tmp_path: Path) -> None:
+    env = {"RAILFLOW_DATA_DIR": str(tmp_path), "DBT_TARGET_PATH": str(tmp_path / "target")}
+    parsed = subprocess.run(
+        [sys.executable, "-m", "railflow.dbt", "parse"],
+        cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert parsed.returncode == 0 and "Running with dbt" in parsed.stdout
+    assert "\x1b[" not in parsed.stdout + parsed.stderr
 
 
 def test_a_world_too_short_for_the_models_stops_before_generating(tmp_path: Path) -> None:
