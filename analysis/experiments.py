@@ -388,7 +388,11 @@ def stage(settings: Settings) -> StageResult:
 
 @cli_entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.experiments", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.experiments",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the examples, a line each
+    )
     parser.add_argument(
         "--experiment", action="append", help="experiment id (repeatable); default all"
     )

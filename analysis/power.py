@@ -17,7 +17,11 @@ from railflow.errors import SettingsError, cli_entrypoint
 
 @cli_entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.power", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.power",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the examples, a line each
+    )
     parser.add_argument("--baseline", type=float, required=True, help="control conversion rate")
     parser.add_argument("--mde", type=float, help="minimum detectable relative lift, e.g. 0.10")
     parser.add_argument("--users-per-arm", type=int, help="compute the MDE for this sample")
@@ -35,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SettingsError("--mde 0: a lift of 0 cannot be detected; give e.g. --mde 0.10")
     if (args.mde is None) == (args.users_per_arm is None):
         raise SettingsError("give exactly one of --mde or --users-per-arm")
+    if args.users_per_arm is not None and args.users_per_arm < 1:
+        raise SettingsError(
+            f"--users-per-arm {args.users_per_arm}: an arm needs at least 1 user, e.g. 20000"
+        )
     if args.mde is not None:
         try:
             n = sample_size_per_arm(args.baseline, args.mde, args.alpha, args.power)
@@ -43,7 +51,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"users per arm: {math.ceil(n):,} (total {2 * math.ceil(n):,})")
     else:
         mde = minimum_detectable_effect(args.baseline, args.users_per_arm, args.alpha, args.power)
-        print("minimum detectable relative lift: " + ("n/a" if mde is None else f"{mde:.2%}"))
+        if mde is None:  # even a conversion rate of 100% would be missed too often
+            print(
+                f"minimum detectable relative lift: none: with {args.users_per_arm:,} users per "
+                f"arm no lift reaches power {args.power}; add users"
+            )
+        else:
+            print(f"minimum detectable relative lift: {mde:.2%}")
 
 
 if __name__ == "__main__":

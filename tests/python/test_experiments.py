@@ -92,8 +92,9 @@ def test_power_cli(tmp_path) -> None:
         ["--users-per-arm", "20000", "--power", "0.01"],
         ["--mde", "0.1", "--power", "0.01"],
         ["--mde", "0"],
+        ["--users-per-arm", "0"],
     ],
-    ids=["mde-power-below-alpha", "n-power-below-alpha", "zero-mde"],
+    ids=["mde-power-below-alpha", "n-power-below-alpha", "zero-mde", "no-users"],
 )
 def test_power_cli_refuses_targets_without_an_answer(args: list[str]) -> None:
     proc = subprocess.run(
@@ -102,7 +103,15 @@ def test_power_cli_refuses_targets_without_an_answer(args: list[str]) -> None:
     )  # fmt: skip
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr
-    assert "--power" in errors[0] or "--mde 0" in errors[0]
+    assert any(flag in errors[0] for flag in ("--power", "--mde 0", "--users-per-arm 0"))
+
+
+def test_power_cli_says_when_no_lift_is_detectable() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis.power", "--baseline", "0.9", "--users-per-arm", "3"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "none: with 3 users per arm no lift reaches" in proc.stdout
 
 
 @pytest.fixture
