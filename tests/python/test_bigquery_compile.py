@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlglot
 
-from railflow.settings import REPO_ROOT
+from railflow.settings import REPO_ROOT, Settings
+from railflow.warehouse import connect
 from scripts.compile_bigquery import WATERMARK
 
 
@@ -79,3 +82,142 @@ def test_seed_column_types_are_bigquery_types(compiled: Path) -> None:
         types = seed["config"]["column_types"]
         assert set(types) == set(seed["columns"]), seed["name"]  # every column typed
         assert {t.lower() for t in types.values()} <= BIGQUERY_TYPES, (seed["name"], types)
+
+
+# BigQuery's own analyzer (ZetaSQL, run as WebAssembly by the `zetasql` package) resolves every
+# name and type in a statement: what sqlglot's parse above cannot see (a function BigQuery lacks,
+# DATE compared with TIMESTAMP, an alias reused in the same SELECT). Tables are named
+# `<layer>__<name>` in its catalog; BIGINT, which BigQuery takes as INT64, is spelled INT64.
+_TABLE = re.compile(r"`railflow-offline`\.`railflow_(\w+?)`\.`(\w+)`")
+_KINDS = {
+    "VARCHAR": "TYPE_STRING", "STRING": "TYPE_STRING", "BIGINT": "TYPE_INT64",
+    "INTEGER": "TYPE_INT64", "INT64": "TYPE_INT64", "DOUBLE": "TYPE_DOUBLE",
+    "FLOAT": "TYPE_DOUBLE", "FLOAT64": "TYPE_DOUBLE", "BOOLEAN": "TYPE_BOOL", "BOOL": "TYPE_BOOL",
+    "DATE": "TYPE_DATE", "TIMESTAMP": "TYPE_TIMESTAMP",
+    "TIMESTAMP WITH TIME ZONE": "TYPE_TIMESTAMP",
+}  # fmt: skip
+
+
+class BigQueryAnalyzer:
+    def __init__(self) -> None:
+        from zetasql.types import (
+            AnalyzerOptions,
+            LanguageOptions,
+            ProductMode,
+            ZetaSQLBuiltinFunctionOptions,
+        )
+
+        language = LanguageOptions.maximum_features()
+        language.product_mode = ProductMode.PRODUCT_EXTERNAL  # BigQuery's: no SQL-standard types
+        self.functions = ZetaSQLBuiltinFunctionOptions(language_options=language)
+        self.options = AnalyzerOptions(language_options=language)
+        self.tables: dict[str, list[tuple[str, Any]]] = {}
+        self.analyzer: Any = None  # built again only after a table is added
+
+    def add(self, name: str, columns: list[tuple[str, Any]]) -> None:
+        self.tables[name] = columns
+        self.analyzer = None
+
+    def analyze(self, sql: str) -> Any:
+        """The resolved statement; raises with BigQuery's message when it does not resolve."""
+        from zetasql.api import Analyzer, CatalogBuilder, TableBuilder
+
+        if self.analyzer is None:
+            catalog = CatalogBuilder("bigquery")
+            for name, columns in self.tables.items():
+                table = TableBuilder(name)
+                for column, kind in columns:
+                    table.add_column(column, kind)
+                catalog.add_table(table.build())
+            catalog = catalog.with_builtin_functions(self.functions).build()
+            self.analyzer = Analyzer(self.options, catalog)
+        sql = re.sub(r"\bas bigint\b", "as int64", sql, flags=re.IGNORECASE)
+        return self.analyzer.analyze_statement(_TABLE.sub(lambda m: f"`{m[1]}__{m[2]}`", sql))
+
+
+@pytest.fixture(scope="module")
+def bigquery_analyzer(small_world: Settings) -> BigQueryAnalyzer:
+    """The analyzer, with the tables dbt reads: the loaded ones and the ML scores (their types as
+    in the small world's warehouse) and the users snapshot. Starting it takes ~20 s."""
+    from zetasql.types import TypeKind
+
+    analyzer = BigQueryAnalyzer()
+    with connect(small_world) as wh:
+        columns = wh.query(
+            "select table_schema, table_name, column_name, data_type "
+            "from information_schema.columns "
+            " where table_schema in ('raw', 'ml', 'snapshots') order by all"
+        )
+    for (layer, name), rows in columns.group_by("table_schema", "table_name", maintain_order=True):
+        analyzer.add(
+            f"{layer}__{name}",
+            [
+                (c, getattr(TypeKind, _KINDS[t]))
+                for c, t in zip(rows["column_name"], rows["data_type"], strict=True)
+            ],
+        )
+    return analyzer
+
+
+def test_every_statement_resolves_in_bigquerys_analyzer(
+    compiled: Path, bigquery_analyzer: BigQueryAnalyzer
+) -> None:
+    from zetasql.types import TypeKind
+
+    manifest = json.loads((compiled.parent.parent / "manifest.json").read_text())
+    nodes = manifest["nodes"]
+    order: list[str] = []
+
+    def visit(uid: str) -> None:  # dependencies first: a model's columns feed the next ones
+        if uid in nodes and uid not in order:
+            for dependency in nodes[uid].get("depends_on", {}).get("nodes", []):
+                visit(dependency)
+            order.append(uid)
+
+    for uid in sorted(nodes):
+        visit(uid)
+    failures, analyzed = [], 0
+    for uid in order:
+        node = nodes[uid]
+        layer = node["schema"].removeprefix("railflow_")
+        if node["resource_type"] == "seed":  # the types the seeds' YAML declares
+            types = node["config"]["column_types"]
+            bigquery_analyzer.add(
+                f"{layer}__{node['name']}",
+                [(c, getattr(TypeKind, _KINDS[t.upper()])) for c, t in types.items()],
+            )
+        if node["resource_type"] not in ("model", "test") or not node.get("compiled_code"):
+            continue
+        try:
+            resolved = bigquery_analyzer.analyze(node["compiled_code"])
+        except Exception as exc:  # the analyzer's own error types
+            failures.append(f"{node['resource_type']} {node['name']}: {' '.join(str(exc).split())}")
+            continue
+        analyzed += 1
+        if node["resource_type"] == "model":
+            bigquery_analyzer.add(
+                f"{layer}__{node['name']}",
+                [(c.name, c.column.type.type_kind) for c in resolved.output_column_list],
+            )
+    for lookup in sorted((compiled / "queries_run").glob("*.sql")):  # the incremental look-ups
+        try:
+            bigquery_analyzer.analyze(lookup.read_text())
+        except Exception as exc:
+            failures.append(f"{lookup.name}: {' '.join(str(exc).split())}")
+    assert not failures, "\n".join(failures)
+    assert analyzed > 150  # every model and data test
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select 1 from raw__search_route where travel_date = current_timestamp()",  # DATE = TS
+        "select 1 as a, a + 1 as b",  # an alias reused in its own SELECT (DuckDB allows it)
+        "select epoch_ms(current_timestamp())",  # a DuckDB function
+    ],
+)
+def test_the_analyzer_rejects_what_bigquery_rejects(
+    bigquery_analyzer: BigQueryAnalyzer, sql: str
+) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - the analyzer's own error types
+        bigquery_analyzer.analyze(sql)
