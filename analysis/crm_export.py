@@ -40,6 +40,7 @@ import fastjsonschema
 import numpy as np
 import polars as pl
 import polars_hash as plh
+from fastjsonschema.draft2019 import CodeGeneratorDraft2019
 
 from analysis.crm_http import HttpSender, canonical, check_endpoint, key_from_digest
 from railflow.errors import RailflowError, cli_entrypoint
@@ -210,8 +211,12 @@ def _plain(columns: dict[str, pl.Series]) -> set[str]:
     strings = {k: v for k, v in columns.items() if v.dtype == pl.String}
     if not strings:
         return set()
-    checks = pl.select(  # one query: the columns are checked in parallel
-        (pl.lit(v).str.contains(_PLAIN).all() & (pl.lit(v).null_count() == 0)).alias(k)
+    # one query, the columns in parallel; a column is plain when its values joined end to end
+    # are (one regex pass over one long text, not one per value)
+    checks = pl.select(
+        (pl.lit(v).str.join("").str.contains(_PLAIN).first() & (pl.lit(v).null_count() == 0)).alias(
+            k
+        )
         for k, v in strings.items()
     )
     return {k for k in strings if checks[k][0]}
@@ -307,22 +312,34 @@ _OBJECT_KEYWORDS = {"type", "required", "additionalProperties", "properties"}
 _BULK_PATTERN = re.compile(
     r"\^?(?:(?:[\w-]|\[(?:\w(?:-\w)?)+\])(?:[+*?]|\{\d+(?:,\d*)?\})?)*\$?", re.ASCII
 )
+# fastjsonschema checks these formats with a regex alone (its generator for our schemas' draft).
+# Spelled for polars with ASCII digits for \d, which in re also takes other scripts' digits, it
+# accepts a subset of what fastjsonschema accepts.
+_BULK_FORMATS = {
+    name: CodeGeneratorDraft2019.FORMAT_REGEXS[name].replace(r"\d", "[0-9]").replace(r"\Z", r"\z")
+    for name in ("date-time", "date")
+}
 
 
 def _all_match_in_bulk(values: pl.Series, schema: dict[str, Any]) -> bool:
-    """Whether every value surely matches a {"type": "string", "pattern": ...} schema, checked
-    in one polars query: a unique column (the ids) then needs no Python regex per value. False
+    """Whether every value surely matches a string schema with a `pattern` or `format`, checked
+    in polars queries: the ids and the event times then need no Python regex per value. False
     when unsure; the values are then checked one by one."""
-    pattern = schema.get("pattern")
-    return (
-        set(schema) == {"type", "pattern"}
-        and schema["type"] == "string"
-        and isinstance(pattern, str)
-        and _BULK_PATTERN.fullmatch(pattern) is not None
-        and values.dtype == pl.String
-        and values.null_count() == 0
-        and bool(values.str.contains(pattern).all())
-    )
+    if schema.get("type") != "string" or not set(schema) - {"type"} <= {"pattern", "format"}:
+        return False
+    if set(schema) == {"type"} or values.dtype != pl.String or values.null_count():
+        return False
+    regexes = []
+    if "pattern" in schema:
+        pattern = schema["pattern"]
+        if not isinstance(pattern, str) or not _BULK_PATTERN.fullmatch(pattern):
+            return False
+        regexes.append(pattern)
+    if "format" in schema:
+        if schema["format"] not in _BULK_FORMATS:
+            return False
+        regexes.append(_BULK_FORMATS[schema["format"]])
+    return all(bool(values.str.contains(regex).all()) for regex in regexes)
 
 
 def _rows_valid(
@@ -341,25 +358,28 @@ def _rows_valid(
     """
     if extra := set(item) - _OBJECT_KEYWORDS:
         raise CrmExportError(f"schema keywords {sorted(extra)} need a check per whole object")
-    shape = {**item, "properties": dict.fromkeys(item["properties"], True)}
-    if error := _schema_error(_compiled(json.dumps(shape)), dict.fromkeys(columns)):
-        raise CrmExportError(f"the objects' keys do not match schemas/crm/users_track: {error}")
-    schemas = {k: item["properties"][k] for k in columns}
+    properties = item["properties"]
+    schemas = {k: properties.get(k, True) for k in columns}  # unknown keys: the key check's
     memos = {k: (json.dumps(schemas[k], sort_keys=True), v.name) for k, v in columns.items()}
-    todo = {k: v for k, v in columns.items() if memos[k] not in all_valid}
-    for key in [k for k in todo if k in unique and _all_match_in_bulk(todo[k], schemas[k])]:
+    todo = {k: v for k, v in columns.items() if k in properties and memos[k] not in all_valid}
+    for key in [k for k in todo if _all_match_in_bulk(todo[k], schemas[k])]:
         all_valid.add(memos[key])
         del todo[key]
-    if not todo:
-        return pl.repeat(True, len(next(iter(columns.values()))), eager=True)
     repeating = [k for k in todo if k not in unique]
     distinct = pl.select(pl.lit(todo[k]).unique().implode().alias(k) for k in repeating)
     listed = {k: v.to_list() for k, v in todo.items() if k not in repeating}
     listed |= {k: distinct[k][0].to_list() for k in repeating}
-    # one validator for all the columns while every value passes (one compile, one call)
+    # one validator (one compile, one call) for the keys and every value still to check: the
+    # keys as the object's, each such column as an array of its values
     every = {k: {"type": "array", "items": schemas[k]} for k in todo}
-    if _schema_error(_compiled(json.dumps({"properties": every}, sort_keys=True)), listed) is None:
+    whole = {**item, "properties": {**dict.fromkeys(properties, True), **every}}
+    instance = {k: listed.get(k, []) for k in columns}
+    if _schema_error(_compiled(json.dumps(whole, sort_keys=True)), instance) is None:
         all_valid.update(memos[k] for k in todo)
+        return pl.repeat(True, len(next(iter(columns.values()))), eager=True)
+    shape = {**item, "properties": dict.fromkeys(properties, True)}
+    if error := _schema_error(_compiled(json.dumps(shape)), dict.fromkeys(columns)):
+        raise CrmExportError(f"the objects' keys do not match schemas/crm/users_track: {error}")
     ok = pl.repeat(True, len(next(iter(columns.values()))), eager=True)
     for key, values in todo.items():
         if memos[key] in all_valid:
@@ -492,8 +512,10 @@ def plan(
             cleared_rows.append((uid, canonical(cleared).decode(), None, checked))
         cleared_frame = pl.DataFrame(cleared_rows, schema=_SEND_SCHEMA, orient="row")
         p.to_send = pl.concat([p.to_send, cleared_frame])
-    known = set(current["external_id"]) | set(state["external_id"])
-    p.abandoned = sorted(set(failed) - known)
+    if failed:
+        ledgered = pl.Series("external_id", sorted(failed), dtype=pl.String)
+        known = pl.concat([current["external_id"], state["external_id"]]).implode()
+        p.abandoned = ledgered.filter(~ledgered.is_in(known)).to_list()
     p.counts["abandoned"] = len(p.abandoned)
     p.counts["sent"] = p.to_send.height
     return p
