@@ -14,6 +14,22 @@ from pathlib import Path
 from railflow.settings import REPO_ROOT, Settings, get_settings
 
 
+def settle_disk(max_seconds: float = 90.0) -> float:
+    """Wait until the disk has finished the work earlier benchmarks left it (discarding the
+    blocks of deleted worlds, writing back pages): while it has not, creating a file costs
+    several times more. Returns the seconds waited. Linux's pressure stall information tells:
+    the share of time tasks were stalled on I/O in the last 10 s."""
+    pressure = Path("/proc/pressure/io")
+    start = time.perf_counter()
+    os.sync()
+    while pressure.exists() and time.perf_counter() - start < max_seconds:
+        some = pressure.read_text().split()[1]  # "some avg10=1.23 ..."
+        if float(some.split("=")[1]) < 0.1:
+            break
+        time.sleep(1)
+    return time.perf_counter() - start
+
+
 def measure(cmd: Sequence[str], env: dict[str, str], log: Path | None = None) -> dict[str, float]:
     """Run a command; wall and CPU seconds and peak resident memory of its process tree.
 

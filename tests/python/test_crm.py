@@ -12,11 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import fastjsonschema
 import jsonschema
@@ -32,7 +32,9 @@ from analysis.crm_export import (
     CrmDeliveryError,
     CrmExportError,
     _all_match_in_bulk,
+    _compiled,
     _rows_valid,
+    _schema_error,
     audience_objects,
     batches,
     export,
@@ -511,6 +513,31 @@ def test_a_pattern_is_checked_in_bulk_only_where_polars_cannot_accept_more() -> 
     assert not _all_match_in_bulk(pl.concat([ids, pl.Series(["USR-1"])]), schema)
     # \\d is Unicode digits in both engines, maybe not the same ones: never checked in bulk
     assert not _all_match_in_bulk(ids, {"type": "string", "pattern": r"^usr_\d+$"})
+
+
+def test_validators_are_compiled_once_and_kept_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAILFLOW_DATA_DIR", str(tmp_path))
+    text = json.dumps({"type": "string", "pattern": "^usr_[0-9]+$"})
+    compile_fresh = _compiled.__wrapped__  # past the in-process cache, to the one on disk
+
+    def verdicts(validate: Callable[[Any], Any]) -> list[str | None]:
+        return [_schema_error(validate, v) for v in ("usr_1", "usr_x", 7)]
+
+    expected = verdicts(fastjsonschema.compile(json.loads(text)))
+    assert expected[0] is None and expected[1] and expected[2]
+    assert verdicts(compile_fresh(text)) == expected
+    (kept,) = (tmp_path / "cache" / "validators").iterdir()
+    assert verdicts(compile_fresh(text)) == expected  # loaded back
+    kept.write_bytes(b"not marshalled code")  # corrupt: compiled again, and replaced
+    assert verdicts(compile_fresh(text)) == expected
+    assert kept.read_bytes() != b"not marshalled code"
+    blocked = tmp_path / "blocked"  # a cache that cannot be written is no error
+    blocked.mkdir()
+    (blocked / "cache").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("RAILFLOW_DATA_DIR", str(blocked))
+    assert verdicts(compile_fresh(text)) == expected
 
 
 def test_objects_whose_keys_do_not_match_the_schema_are_refused_whole() -> None:
