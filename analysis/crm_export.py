@@ -44,7 +44,7 @@ import polars as pl
 import polars_hash as plh
 from fastjsonschema.draft2019 import CodeGeneratorDraft2019
 
-from analysis.crm_http import HttpSender, canonical, check_endpoint, key_from_digest
+from analysis.crm_http import CANONICAL, HttpSender, canonical, check_endpoint, key_from_digest
 from railflow.errors import RailflowError, cli_entrypoint
 from railflow.pipeline import StageResult
 from railflow.settings import REPO_ROOT, Settings, get_settings
@@ -175,7 +175,7 @@ def _per_distinct(
 
 def _dumps(value: Any) -> str | None:
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return CANONICAL.encode(value)
     except ValueError:  # NaN or infinite: not JSON
         return None
 
