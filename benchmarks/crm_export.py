@@ -122,6 +122,7 @@ def run(quick: bool) -> dict[str, float]:
             results[f"users exported per second ({label})"] = round(n / median)
             results[f"seconds, median of {len(cold)} fresh processes ({label})"] = round(median, 3)
             results[f"users per second, fastest fresh process ({label})"] = round(n / min(cold))
+            results[f"users per second, slowest fresh process ({label})"] = round(n / max(cold))
             results[f"users per second, fresh process without validator cache ({label})"] = round(
                 n / uncached
             )
