@@ -55,7 +55,7 @@ def test_simulator_scores_a_search(app: AppTest) -> None:
     metrics = {m.label: m.value for m in app.metric}
     p = float(metrics["Booking probability"].rstrip("%")) / 100
     assert 0 < p < 1
-    assert metrics["Intent band"] in {"low", "medium", "high"}
+    assert metrics["Intent band"] == ("low" if p < 0.3 else "high" if p > 0.7 else "medium")
     assert metrics["Decision"] in {"No discount", "Offer 5% discount"}
     # a search for tomorrow is far more likely to book than one three months out
     app.date_input(key="travel_date").set_value(date(2026, 8, 2)).run()
@@ -98,7 +98,11 @@ def test_bad_inputs_get_a_message_not_a_traceback(app: AppTest, change, message:
 def test_every_page_renders(app: AppTest, page: str) -> None:
     app.switch_page(page).run()
     assert not app.exception
+    # the one error a page shows on purpose: the planted sample-ratio mismatch
+    assert [e for e in texts(app, "error") if not e.startswith("Sample-ratio mismatch")] == []
     assert app.title[0].value
+    # more than a title: each page shows figures or tables of the built world
+    assert len(app.metric) + len(app.dataframe) > 0
 
 
 def test_pages_show_the_built_world(app: AppTest) -> None:

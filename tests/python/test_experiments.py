@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -64,9 +65,16 @@ def test_metrics_use_whole_outcome_windows_only(
     metrics (fewer days to convert), and said so; assignment (SRM) counts every exposure."""
     with connect(small_world) as wh:
         outcomes = wh.read("marts", "experiment_user_outcomes")
+    # the simulated period's end, from the generator's own record: 14 days after exposure
+    # must fall by then
+    world = json.loads((small_world.truth_dir / "params.json").read_text())["generator"]
+    end = datetime.fromisoformat(world["start_date"]).replace(tzinfo=UTC)
+    end += timedelta(days=world["days"])
     for name, doc in readouts.items():
         exposed = outcomes.filter(pl.col("experiment_id") == name)
-        open_windows = exposed.filter(~pl.col("is_outcome_window_complete")).height
+        is_open = exposed["exposed_at"].dt.convert_time_zone("UTC") + timedelta(days=14) > end
+        open_windows = int(is_open.sum())
+        assert (~exposed["is_outcome_window_complete"]).to_list() == is_open.to_list()
         assert doc["users_with_open_outcome_window"] == open_windows > 0
         measured = sum(doc["variants"][v]["users"] for v in ("control", "treatment"))
         assert measured == exposed.height - open_windows

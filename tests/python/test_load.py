@@ -395,7 +395,8 @@ def test_whole_numbers_stored_as_floats_load_as_integers(settings: Settings, raw
     _, loaded, quarantined, _ = load_searches(settings)
     assert (loaded, quarantined) == (original.height, 0)
     with connect(settings) as wh:
-        assert wh.read("raw", TABLE)["passengers"].sum() == original["passengers"].sum()
+        passengers = wh.read("raw", TABLE)["passengers"]
+    assert passengers.dtype == pl.Int64 and passengers.sum() == original["passengers"].sum()
 
 
 def warehouse_state(settings: Settings) -> tuple[dict[str, int], list[str]]:

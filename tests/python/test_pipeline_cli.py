@@ -73,8 +73,11 @@ def test_unknown_flag_is_rejected_by_argparse() -> None:
 
 def test_select_stages_from_keeps_order() -> None:
     names = [s.name for s in STAGES]
+    assert [s.name for s in select_stages(start=names[2])] == names[2:]
     assert [s.name for s in select_stages(start=names[-1])] == [names[-1]]
-    assert [s.name for s in select_stages(only=[names[0]])] == [names[0]]
+    assert [s.name for s in select_stages(only=[names[3], names[1]])] == [names[1], names[3]]
+    both = select_stages(only=[names[1], names[4]], start=names[2])  # --only within --from
+    assert [s.name for s in both] == [names[4]]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from google.cloud import bigquery
+from polars.testing import assert_frame_equal
 
 from railflow.errors import WarehouseError, WarehouseLockedError, WarehouseMissingError
 from railflow.settings import Settings, get_settings
@@ -43,7 +44,7 @@ def test_round_trip_polars_frame(settings: Settings) -> None:
         assert wh.table_exists("raw", "searches")
         assert not wh.table_exists("raw", "bookings")
         back = wh.read("raw", "searches")
-    assert back.sort("search_id").to_dicts() == df.to_dicts()
+    assert_frame_equal(back.sort("search_id"), df)  # values and types, column by column
     assert back.schema["occurred_at"] == pl.Datetime("us", "UTC")
 
 

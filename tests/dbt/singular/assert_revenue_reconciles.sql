@@ -53,6 +53,7 @@ raw_totals as (
 
 )
 
+-- `is distinct from`: an empty mart sums to null, which must not pass for agreement
 select
     performance.net_revenue_eur as performance_net_eur,
     bookings.net_revenue_eur as bookings_net_eur,
@@ -61,5 +62,5 @@ from performance
 cross join bookings
 cross join raw_totals
 where
-    performance.net_revenue_eur != bookings.net_revenue_eur
-    or bookings.net_revenue_eur != raw_totals.net_revenue_eur
+    performance.net_revenue_eur is distinct from bookings.net_revenue_eur
+    or bookings.net_revenue_eur is distinct from raw_totals.net_revenue_eur
