@@ -356,9 +356,10 @@ def _all_match_in_bulk(values: pl.Series, schema: dict[str, Any]) -> bool:
     """Whether every value surely matches a string schema with a `pattern` or `format`, checked
     in polars queries: the ids and the event times then need no Python regex per value. False
     when unsure; the values are then checked one by one."""
-    if schema.get("type") != "string" or not set(schema) - {"type"} <= {"pattern", "format"}:
+    checks = set(schema) - {"type"}
+    if schema.get("type") != "string" or not checks or not checks <= {"pattern", "format"}:
         return False
-    if set(schema) == {"type"} or values.dtype != pl.String or values.null_count():
+    if values.dtype != pl.String or values.null_count():
         return False
     regexes = []
     if "pattern" in schema:
@@ -405,16 +406,14 @@ def _rows_valid(
     every = {k: {"type": "array", "items": schemas[k]} for k in todo}
     whole = {**item, "properties": {**dict.fromkeys(properties, True), **every}}
     instance = {k: listed.get(k, []) for k in columns}
+    ok = pl.repeat(True, len(next(iter(columns.values()))), eager=True)
     if _schema_error(_compiled(json.dumps(whole, sort_keys=True)), instance) is None:
         all_valid.update(memos[k] for k in todo)
-        return pl.repeat(True, len(next(iter(columns.values()))), eager=True)
+        return ok
     shape = {**item, "properties": dict.fromkeys(properties, True)}
     if error := _schema_error(_compiled(json.dumps(shape)), dict.fromkeys(columns)):
         raise CrmExportError(f"the objects' keys do not match schemas/crm/users_track: {error}")
-    ok = pl.repeat(True, len(next(iter(columns.values()))), eager=True)
     for key, values in todo.items():
-        if memos[key] in all_valid:
-            continue
         if key in repeating:  # once per distinct value, mapped back to the rows
             column_ok = _per_distinct(values, partial(_verdicts, schemas[key]), pl.Boolean)
         else:

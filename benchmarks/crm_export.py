@@ -12,8 +12,8 @@ Each run writes into a new folder, as a daily export writes into a new dated fol
 folders are deleted only after every timed run: this VM's disk is mounted with `discard`, and
 while it frees the 400 MB of a deleted 1M-user export, creating files is 4-5x slower. For the
 same reason each size starts once the disk has settled (benchmarks.common.settle_disk): the
-areas before this one delete worlds of gigabytes. Each run
-also starts after os.sync(), so the previous run's pages are not still being written back.
+areas before this one delete worlds of gigabytes. Each run also starts after os.sync(), so the
+previous run's pages are not still being written back.
 """
 
 from __future__ import annotations

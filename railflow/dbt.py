@@ -65,23 +65,6 @@ def dbt_executable() -> str:
 READS_RAW = ("build", "run", "test", "snapshot")
 
 
-def _require_raw_tables(settings: Settings) -> None:
-    """One line before dbt starts when nothing is loaded yet (and no empty file left behind)."""
-    loaded = False
-    if settings.duckdb_path.exists():
-        with connect(settings) as wh:
-            raw_tables = wh.query(
-                "select count(*) as n from information_schema.tables where table_schema = $s",
-                {"s": wh.schema("raw")},
-            )
-            loaded = raw_tables["n"][0] > 0
-    if not loaded:
-        raise SettingsError(
-            f"the warehouse {settings.duckdb_path} has no raw tables yet: load them first with "
-            "`make run`, or `python -m railflow.pipeline --only generate load`"
-        )
-
-
 def run_dbt(
     settings: Settings,
     args: Sequence[str],
@@ -92,13 +75,17 @@ def run_dbt(
     """Run `dbt <args>` in the project folder for the settings' target."""
     ensure_profile(settings)
     if settings.target == "duckdb":
-        if args and args[0] in READS_RAW:
-            _require_raw_tables(settings)
+        loaded = False
+        if settings.duckdb_path.exists():  # a lock held elsewhere: one line, not dbt's traceback
+            with connect(settings, read_only=False) as wh:
+                loaded = wh.table_exists("audit", "load_batches")  # the loader's record
+        if args and args[0] in READS_RAW and not loaded:  # before dbt leaves an empty file
+            raise SettingsError(
+                f"the warehouse {settings.duckdb_path} has no raw tables yet: load them first "
+                "with `make run`, or `python -m railflow.pipeline --only generate load`"
+            )
         # dbt-duckdb will not create the folder for its file
         settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-        if settings.duckdb_path.exists():  # a lock held elsewhere: one line, not dbt's traceback
-            with connect(settings, read_only=False):
-                pass
     env = {**os.environ, **settings.dbt_env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     if not sys.stdout.isatty():  # a log file or a pipe: no terminal colour codes in it
         env.setdefault("DBT_USE_COLORS", "false")
