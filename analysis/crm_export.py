@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import logging
 import marshal
@@ -36,12 +35,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import fastjsonschema
 import numpy as np
 import polars as pl
 import polars_hash as plh
+import pyarrow as pa
 from fastjsonschema.draft2019 import CodeGeneratorDraft2019
 
 from analysis.crm_http import CANONICAL, HttpSender, canonical, check_endpoint, key_from_digest
@@ -148,8 +148,51 @@ def _object_errors(obj: dict[str, Any]) -> str:
 
 # Canonical JSON a column at a time: per-user dicts and json.dumps cost ~10 us a user.
 
-# What json.dumps (ensure_ascii) writes unchanged between quotes: printable ASCII but " and \.
-_PLAIN = r"^[ !#-\[\]-~]*$"
+# What json.dumps (ensure_ascii) writes unchanged between quotes is printable ASCII but " and
+# \; a plain text holds no other character.
+_NOT_PLAIN = r"[^ !#-\[\]-~]"
+# The same bytes, to delete: a text is plain when nothing is left.
+_PLAIN_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+
+
+def _all_plain(values: pl.Series) -> bool:
+    """Whether every value (nulls aside) is plain: one pass in C over the texts joined end to
+    end, ~10x faster than a regex per value."""
+    return not values.str.join("").cast(pl.Binary).item().translate(None, _PLAIN_BYTES)
+
+
+class _Texts(NamedTuple):
+    """Where polars holds each text's bytes, read through its Arrow layout without a copy."""
+
+    memory: list[memoryview]  # the buffers; 0 holds the views, and in them short texts
+    where: np.ndarray  # per text, which buffer
+    starts: np.ndarray  # and where in it
+    lengths: np.ndarray  # 0 for a null
+
+
+def _texts(values: pl.Series) -> _Texts:
+    array = values.to_arrow(compat_level=pl.CompatLevel.newest())
+    n, buffers = len(array), array.buffers()
+    if array.type == pa.string_view():
+        # 16-byte views: length, then the text itself up to 12 bytes, else a prefix, the
+        # index of its data buffer and its offset in it (Arrow columnar format)
+        views = np.frombuffer(buffers[1], dtype=np.int32).reshape(-1, 4)
+        views = views[array.offset : array.offset + n]
+        lengths = views[:, 0].astype(np.int64)
+        inline = lengths <= 12
+        index = np.arange(array.offset, array.offset + n, dtype=np.int64)
+        memory = [buffers[1], *buffers[2:]]
+        where = np.where(inline, 0, views[:, 2].astype(np.int64) + 1)
+        starts = np.where(inline, index * 16 + 4, views[:, 3].astype(np.int64))
+    elif array.type == pa.large_string():  # offsets into one buffer
+        offsets = np.frombuffer(buffers[1], dtype=np.int64)[array.offset : array.offset + n + 1]
+        memory, where, starts = [buffers[2]], np.zeros(n, dtype=np.int64), offsets[:-1]
+        lengths = np.diff(offsets)
+    else:
+        raise TypeError(f"unexpected Arrow type {array.type} for texts")
+    if values.null_count():
+        lengths = np.where(values.is_null().to_numpy(), 0, lengths)
+    return _Texts([memoryview(m) for m in memory], where, starts, lengths)
 
 
 def _per_distinct(
@@ -193,21 +236,43 @@ def _verdicts(schema: dict[str, Any], values: list[Any]) -> list[bool]:
 def json_values(values: pl.Series) -> pl.Series:
     """Each value as canonical() writes it, byte for byte; null where it is not JSON (NaN).
 
-    Plain strings (the ids) are quoted in bulk; any other value goes through json.dumps
-    itself, once per distinct value (bands, routes, rounded probabilities repeat).
+    Plain strings (the ids), lists of them and floats polars writes as repr() does are
+    written in bulk; any other value goes through json.dumps itself, once per distinct value.
     """
+    if values.dtype == pl.String:
+        sure = ~values.str.contains(_NOT_PLAIN)
+        text = pl.lit('"') + values + pl.lit('"')
+    elif values.dtype == pl.List(pl.String):
+        items = values.explode()  # a null for each null or empty list, and each null item
+        no_items = values.is_null() | (values.list.len() == 0)
+        if items.null_count() == no_items.sum() and _all_plain(items):
+            sure = pl.repeat(True, values.len(), eager=True)
+        else:  # plain when its items joined end to end are; null there if an item is null
+            items_text = values.list.join("", ignore_nulls=False)
+            sure = no_items | ~items_text.str.contains(_NOT_PLAIN)
+        text = (
+            pl.when(values.is_null())
+            .then(pl.lit("null"))
+            .when(values.list.len() == 0)
+            .then(pl.lit("[]"))
+            .otherwise(pl.lit('["') + values.list.join('","') + pl.lit('"]'))
+        )
+    elif values.dtype.is_float():
+        x = values.cast(pl.Float64)
+        # polars writes a finite float as repr() does, but between 1e-9 and 1e-4 (0.00001)
+        sure = values.is_null() | (x.is_finite() & ((x.abs() >= 1e-4) | (x == 0)))
+        text = pl.when(values.is_null()).then(pl.lit("null")).otherwise(pl.lit(x).cast(pl.String))
+    else:
+        return _per_distinct(values, _dumps_each, pl.String).alias(values.name)
+    sure = sure.fill_null(False)
+    if sure.all():
+        return pl.select(text).to_series().alias(values.name)
+    other = _per_distinct(values, _dumps_each, pl.String, where=~sure)
+    return pl.select(pl.when(sure).then(text).otherwise(other)).to_series().alias(values.name)
 
-    def dumps(distinct: list[Any]) -> list[str | None]:
-        return [_dumps(v) for v in distinct]
 
-    if values.dtype != pl.String:
-        return _per_distinct(values, dumps, pl.String).alias(values.name)
-    plain = values.str.contains(_PLAIN).fill_null(False)
-    quoted = (pl.lit('"') + values + pl.lit('"')).alias(values.name)
-    if plain.all():
-        return pl.select(quoted).to_series()
-    other = _per_distinct(values, dumps, pl.String, where=~plain)
-    return pl.select(pl.when(plain).then(quoted).otherwise(other)).to_series().alias(values.name)
+def _dumps_each(distinct: list[Any]) -> list[str | None]:
+    return [_dumps(v) for v in distinct]
 
 
 def round3(values: pl.Series) -> pl.Series:
@@ -239,18 +304,11 @@ def _iso_utc(ts: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
 
 def _plain(columns: dict[str, pl.Series]) -> set[str]:
     """The string columns canonical() writes as each value itself between quotes."""
-    strings = {k: v for k, v in columns.items() if v.dtype == pl.String}
-    if not strings:
-        return set()
-    # one query, the columns in parallel; a column is plain when its values joined end to end
-    # are (one regex pass over one long text, not one per value)
-    checks = pl.select(
-        (pl.lit(v).str.join("").str.contains(_PLAIN).first() & (pl.lit(v).null_count() == 0)).alias(
-            k
-        )
-        for k, v in strings.items()
-    )
-    return {k for k in strings if checks[k][0]}
+    return {
+        k
+        for k, v in columns.items()
+        if v.dtype == pl.String and not v.null_count() and _all_plain(v)
+    }
 
 
 def _json_object(values: dict[str, pl.Series | pl.Expr]) -> pl.Expr:
@@ -570,13 +628,39 @@ class Batch:
         return json.loads(self.body)
 
 
-def _runs(texts: pl.Series, counts: np.ndarray) -> list[memoryview]:
-    """The texts comma-joined in consecutive runs of `counts`: one join, then views of it."""
-    data = memoryview(texts.str.join(",").cast(pl.Binary).item() if texts.len() else b"")
-    starts = np.zeros(texts.len() + 1, dtype=np.int64)
-    np.cumsum(texts.str.len_bytes().to_numpy() + 1, out=starts[1:])
-    bounds = starts[np.concatenate([[0], np.cumsum(counts)])].tolist()
-    return [data[a : max(a, b - 1)] for a, b in itertools.pairwise(bounds)]
+def _runs(texts: pl.Series, counts: np.ndarray) -> list[list[memoryview]]:
+    """The texts comma-joined in consecutive runs of `counts`, each as pieces of memory polars
+    already holds (no join, no copy to Python bytes: in a fresh process every new megabyte
+    costs ~1 ms of page faults on this VM).
+
+    Each text is written once with its comma, in polars; consecutive texts that lie end to
+    end in one buffer are one piece."""
+    n = texts.len()
+    if n == 0:
+        return [[] for _ in counts]
+    memory, where, starts, lengths = _texts(texts + ",")
+    ends = starts + lengths
+    first = np.zeros(n, dtype=bool)  # where a run of counts begins
+    bounds = np.cumsum(counts)[:-1]
+    first[bounds[bounds < n]] = True
+    first[0] = True
+    new_piece = first.copy()
+    new_piece[1:] |= (where[1:] != where[:-1]) | (starts[1:] != ends[:-1])
+    piece_starts = np.flatnonzero(new_piece)
+    piece_ends = np.append(piece_starts[1:], n) - 1  # the last text of each piece
+    run_of_text = np.repeat(np.arange(len(counts)), counts)
+    last_of_run = np.append(first[1:], True)[piece_ends]  # the piece ends its run: no comma
+    out: list[list[memoryview]] = [[] for _ in counts]
+    pieces = zip(
+        run_of_text[piece_starts].tolist(),
+        where[piece_starts].tolist(),
+        starts[piece_starts].tolist(),
+        (ends[piece_ends] - last_of_run).tolist(),  # the run's last comma left out
+        strict=True,
+    )
+    for run, buffer, start, end in pieces:
+        out[run].append(memory[buffer][start:end])
+    return out
 
 
 def batches(p: Plan) -> list[Batch]:
@@ -590,8 +674,8 @@ def batches(p: Plan) -> list[Batch]:
     events = _runs(send["event"].drop_nulls(), event_sizes)
     out = []
     for i in range(n):
-        tail = (b'],"events":[', events[i], b"]}") if event_sizes[i] else (b"]}",)
-        parts = (b'{"attributes":[', attributes[i], *tail)
+        tail = (b'],"events":[', *events[i], b"]}") if event_sizes[i] else (b"]}",)
+        parts = (b'{"attributes":[', *attributes[i], *tail)
         out.append(Batch(parts, int(sizes[i]), int(event_sizes[i]), not unchecked[i]))
     return out
 
@@ -654,8 +738,11 @@ def write_files(out_dir: Path, requests: list[Batch], manifest: dict[str, Any]) 
     validate_track, validate_manifest = _validator("users_track"), _validator("manifest")
     validate_envelope = _envelope_validator()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("batch-*.json"):
-        old.unlink()
+    # an earlier run's files are overwritten in place and only the surplus deleted: on ext4
+    # without a journal (this VM's disk), a new file skips the inodes freed in the last few
+    # minutes, checking each, so delete-then-create costs O(files squared)
+    (out_dir / "manifest.json").unlink(missing_ok=True)  # until the new one: incomplete
+    surplus = {path.name: path for path in out_dir.glob("batch-*.json")}
     for i, batch in enumerate(requests, start=1):
         if not batch.checked or i in (1, len(requests)):
             error = _schema_error(validate_track, batch.payload)
@@ -674,6 +761,7 @@ def write_files(out_dir: Path, requests: list[Batch], manifest: dict[str, Any]) 
         key = key_from_digest(digest)  # idempotency_key(body), without hashing it twice
         digest.update(b"\n")
         _write_all(out_dir / name, [*batch.parts, b"\n"])
+        surplus.pop(name, None)
         manifest["batches"].append(
             {
                 "file": name,
@@ -683,6 +771,8 @@ def write_files(out_dir: Path, requests: list[Batch], manifest: dict[str, Any]) 
                 "events": batch.events,
             }
         )
+    for path in surplus.values():
+        path.unlink()
     if error := _schema_error(validate_manifest, manifest):
         raise CrmExportError(f"the manifest does not match schemas/crm/manifest: {error}")
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -32,7 +33,9 @@ from analysis.crm_export import (
     CrmDeliveryError,
     CrmExportError,
     _all_match_in_bulk,
+    _all_plain,
     _compiled,
+    _plain,
     _rows_valid,
     _schema_error,
     audience_objects,
@@ -393,11 +396,20 @@ TRICKY_FLOATS = [0.0, -0.0, 0.1 + 0.2, 1e-7, 2.675, 0.0625, 0.9995, 1.0, 1e300, 
 
 
 def test_column_encoding_is_json_dumps_of_each_value() -> None:
+    # doubles of every magnitude, bit patterns drawn at random (polars writes those between
+    # 1e-9 and 1e-4 unlike repr(), so they must not be written in bulk)
+    bits = np.random.default_rng(11).integers(-(2**63), 2**63 - 1, 20_000, dtype=np.int64)
+    doubles = bits.view(np.float64)
     cases = [
         pl.Series(TRICKY_STRINGS * 3),
         pl.Series(["usr_0000001", "usr_0000002"]),  # all plain: quoted in bulk
         pl.Series([*TRICKY_FLOATS, float("nan"), float("inf")], dtype=pl.Float64),
+        pl.Series([1e-5, 9.9999e-05, 1e-4, 5e-324, 1e16, 1.5e-9, -2e-7, 0.001], dtype=pl.Float64),
+        pl.Series(doubles.tolist(), dtype=pl.Float64),
+        pl.Series([0.5, 1e-5, None], dtype=pl.Float32),
         pl.Series([["high_churn_risk", "high_intent"], ["high_intent"], [], None, ["é"]]),
+        pl.Series([["a", None], [None], ['quo"te'], ["x", "y", "z"], [""], ["tab\t"]]),
+        pl.Series([["high_intent"], ["high_churn_risk", "high_intent"]] * 50),  # all in bulk
     ]
     for values in cases:
         expected = []
@@ -407,6 +419,21 @@ def test_column_encoding_is_json_dumps_of_each_value() -> None:
             except ValueError:
                 expected.append(None)  # NaN and infinity are not JSON
         assert json_values(values).to_list() == expected
+
+
+def test_plain_texts_are_told_from_their_bytes() -> None:
+    """A text json.dumps writes as itself between quotes is told apart in bulk."""
+    plain = re.compile(r"[ !#-\[\]-~]*")
+    longer = [v * 5 if v else v for v in TRICKY_STRINGS]
+    ids = [f"usr_{i:07d}" for i in range(100)]
+    one_bad_byte = [["usr_1", f"a{c}b" * n] for c in '"\\\x00\x1f\x7fé' for n in (1, 9)]
+    for strings in (TRICKY_STRINGS * 3, longer * 3, ids, [*ids, "", None], *one_bad_byte):
+        full = pl.Series(strings, dtype=pl.String)
+        keep = pl.Series([plain.fullmatch(v) is not None if v else True for v in strings])
+        for values in (full, full.slice(5), full.filter(keep)):
+            expected = all(plain.fullmatch(v) for v in values.drop_nulls().to_list())
+            assert _all_plain(values) == expected
+            assert (_plain({"c": values}) == {"c"}) == (expected and not values.null_count())
 
 
 def test_vectorised_rounding_is_pythons_round() -> None:
@@ -598,3 +625,23 @@ def test_a_file_with_an_invalid_event_is_not_written(tmp_path: Path) -> None:
     ):
         write_files(tmp_path, batches(p), manifest)
     assert (tmp_path / "batch-00002.json").exists() and not (tmp_path / "batch-00003.json").exists()
+
+
+def test_a_rerun_overwrites_its_files_and_deletes_the_surplus(tmp_path: Path) -> None:
+    def export_files(users: int) -> dict[str, Any]:
+        audience = tricky_audience(n=users).filter(pl.col("external_id").str.starts_with("usr_"))
+        p = plan("full", audience_objects(audience), pl.DataFrame(schema=STATE_SCHEMA), set())
+        manifest = {"schema_version": 1, "mode": "full", "generated_at": "now",
+                    "source_marts": [], "counts": p.counts, "batches": []}  # fmt: skip
+        write_files(tmp_path, batches(p), manifest)
+        return manifest
+
+    export_files(600)
+    before = sorted(path.name for path in tmp_path.glob("batch-*.json"))
+    manifest = export_files(200)
+    after = sorted(path.name for path in tmp_path.glob("batch-*.json"))
+    assert len(after) < len(before) and after == [entry["file"] for entry in manifest["batches"]]
+    for entry in manifest["batches"]:  # each file is the new one, whole
+        raw = (tmp_path / entry["file"]).read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
