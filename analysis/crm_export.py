@@ -410,26 +410,82 @@ _BULK_FORMATS = {
 }
 
 
-def _all_match_in_bulk(values: pl.Series, schema: dict[str, Any]) -> bool:
-    """Whether every value surely matches a string schema with a `pattern` or `format`, checked
-    in polars queries: the ids and the event times then need no Python regex per value. False
-    when unsure; the values are then checked one by one."""
+def _all_match_in_bulk(values: pl.Series, schema: Any) -> bool:
+    """Whether every value surely matches `schema`, checked in polars (see _bulk_check)."""
+    check = _bulk_check(values, schema)
+    return check is not None and bool(pl.select(check).item())
+
+
+def _bulk_check(values: pl.Series, schema: Any) -> pl.Expr | None:
+    """A polars query that is true when every value surely matches `schema`: strings of a
+    type, an enum, a `pattern` or a `format` (ids, bands, routes, event times), numbers within
+    bounds (probabilities). Then no Python check runs per value, or per distinct value. None
+    (or a false query) when unsure; the values are then checked by the validator."""
+    if not isinstance(schema, dict):
+        return None
+    named = schema.get("type")
+    types = {named} if isinstance(named, str) else set(named) if isinstance(named, list) else None
     checks = set(schema) - {"type"}
-    if schema.get("type") != "string" or not checks or not checks <= {"pattern", "format"}:
-        return False
-    if values.dtype != pl.String or values.null_count():
-        return False
-    regexes = []
+    present = pl.lit(values).drop_nulls()
+    if "enum" in schema or "const" in schema:  # any type; the members say which
+        options = schema["enum"] if "enum" in schema else [schema["const"]]
+        if types is not None or len(checks) != 1 or not isinstance(options, list):
+            return None
+        if values.dtype != pl.String or (values.null_count() and None not in options):
+            return None
+        members = pl.Series([m for m in options if isinstance(m, str)], dtype=pl.String)
+        return present.is_in(members.implode()).all()
+    if types is None or (values.null_count() and "null" not in types):
+        return None
+    if types - {"null"} == {"number"} and (values.dtype.is_float() or values.dtype.is_integer()):
+        if not checks <= {"minimum", "maximum"} or any(
+            type(schema[k]) not in (int, float) for k in checks
+        ):
+            return None
+        check = pl.lit(True)
+        if values.dtype.is_float():  # NaN passes every bound in fastjsonschema; let it judge
+            check = ~present.is_nan().any()
+        if "minimum" in checks:
+            check &= (present.min() >= schema["minimum"]).fill_null(True)  # null: no values
+        if "maximum" in checks:
+            check &= (present.max() <= schema["maximum"]).fill_null(True)
+        return check
+    if types - {"null"} != {"string"} or values.dtype != pl.String:
+        return None
+    if not checks <= {"pattern", "format"}:
+        return None
+    check = pl.lit(True)
     if "pattern" in schema:
         pattern = schema["pattern"]
         if not isinstance(pattern, str) or not _BULK_PATTERN.fullmatch(pattern):
-            return False
-        regexes.append(pattern)
+            return None
+        check &= present.str.contains(pattern).all()
     if "format" in schema:
         if schema["format"] not in _BULK_FORMATS:
-            return False
-        regexes.append(_BULK_FORMATS[schema["format"]])
-    return all(bool(values.str.contains(regex).all()) for regex in regexes)
+            return None
+        check &= present.str.contains(_BULK_FORMATS[schema["format"]]).all()
+    return check
+
+
+def _keys_error(item: dict[str, Any], keys: Collection[str]) -> str | None:
+    """Why an object with these keys cannot match the object schema `item`, whatever its
+    values (None if it can)."""
+    shape = {**item, "properties": dict.fromkeys(item.get("properties", {}), True)}
+    return _schema_error(_compiled(json.dumps(shape, sort_keys=True)), dict.fromkeys(keys))
+
+
+def _fields_checkable(values: pl.Series, schema: Any) -> bool:
+    """Whether a column of objects can be checked as its fields: a struct (no null) whose
+    schema has only the object keywords, and whose keys match it."""
+    return (
+        isinstance(values.dtype, pl.Struct)
+        and not values.null_count()
+        and isinstance(schema, dict)
+        and schema.get("type") == "object"
+        and "properties" in schema
+        and set(schema) <= _OBJECT_KEYWORDS
+        and _keys_error(schema, values.struct.fields) is None
+    )
 
 
 def _rows_valid(
@@ -452,9 +508,23 @@ def _rows_valid(
     schemas = {k: properties.get(k, True) for k in columns}  # unknown keys: the key check's
     memos = {k: (json.dumps(schemas[k], sort_keys=True), v.name) for k, v in columns.items()}
     todo = {k: v for k, v in columns.items() if k in properties and memos[k] not in all_valid}
-    for key in [k for k in todo if _all_match_in_bulk(todo[k], schemas[k])]:
-        all_valid.add(memos[key])
-        del todo[key]
+    bulk = {k: check for k in todo if (check := _bulk_check(todo[k], schemas[k])) is not None}
+    if bulk:  # one query, the columns in parallel
+        sure = pl.select(check.alias(k) for k, check in bulk.items()).row(0, named=True)
+        for key in [k for k in bulk if sure[k]]:
+            all_valid.add(memos[key])
+            del todo[key]
+    rows = len(next(iter(columns.values())))
+    ok = pl.repeat(True, rows, eager=True)
+    for key in [k for k in todo if _fields_checkable(todo[k], schemas[k])]:
+        # an object in every row (a struct): its keys once, its values a field at a time
+        values = todo.pop(key)
+        fields = {f: values.struct.field(f).alias(f"{key}.{f}") for f in values.struct.fields}
+        column_ok = _rows_valid(schemas[key], fields, all_valid, unique=())
+        if column_ok.all():
+            all_valid.add(memos[key])
+        else:
+            ok &= column_ok
     repeating = [k for k in todo if k not in unique]
     distinct = pl.select(pl.lit(todo[k]).unique().implode().alias(k) for k in repeating)
     listed = {k: v.to_list() for k, v in todo.items() if k not in repeating}
@@ -464,12 +534,10 @@ def _rows_valid(
     every = {k: {"type": "array", "items": schemas[k]} for k in todo}
     whole = {**item, "properties": {**dict.fromkeys(properties, True), **every}}
     instance = {k: listed.get(k, []) for k in columns}
-    ok = pl.repeat(True, len(next(iter(columns.values()))), eager=True)
     if _schema_error(_compiled(json.dumps(whole, sort_keys=True)), instance) is None:
         all_valid.update(memos[k] for k in todo)
         return ok
-    shape = {**item, "properties": dict.fromkeys(properties, True)}
-    if error := _schema_error(_compiled(json.dumps(shape)), dict.fromkeys(columns)):
+    if error := _keys_error(item, columns):
         raise CrmExportError(f"the objects' keys do not match schemas/crm/users_track: {error}")
     for key, values in todo.items():
         if key in repeating:  # once per distinct value, mapped back to the rows
@@ -484,8 +552,15 @@ def _rows_valid(
 
 
 def _sha256(texts: pl.Series) -> pl.Series:
-    """hashlib.sha256(text.encode()).hexdigest() of each text, in bulk."""
-    return texts.to_frame("text").select(plh.col("text").chash.sha2_256()).to_series()
+    """hashlib.sha256(text.encode()).hexdigest() of each text, in bulk: in parts on all cores
+    (the plugin hashes one column on one thread)."""
+    parts = max(1, min(pl.thread_pool_size(), texts.len() // 5_000))
+    size = -(-texts.len() // parts)
+    hashed = [
+        texts.slice(i * size, size).to_frame("text").lazy().select(plh.col("text").chash.sha2_256())
+        for i in range(parts)
+    ]
+    return pl.concat(hashed, parallel=True).collect().to_series()
 
 
 @dataclass

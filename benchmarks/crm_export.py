@@ -9,11 +9,12 @@ without that cache, as after a schema change, is reported beside, and so is the 
 WARM_RUNS further exports in the last process.
 
 Each run writes into a new folder, as a daily export writes into a new dated folder, and the
-folders are deleted only after every timed run: this VM's disk is mounted with `discard`, and
-while it frees the 400 MB of a deleted 1M-user export, creating files is 4-5x slower. For the
-same reason each size starts once the disk has settled (benchmarks.common.settle_disk): the
-areas before this one delete worlds of gigabytes. Each run also starts after os.sync(), so the
-previous run's pages are not still being written back.
+folders are deleted only after every timed run: on this VM's journal-less ext4, creating a file
+costs up to 25x more while inodes freed in the last minutes are near (see
+benchmarks.common.settle_inodes). For the same reason each size starts once the disk has
+settled and file creation costs what it does on a settled disk: the areas before this one
+delete thousands of files. Each run also starts after os.sync(), so the previous run's pages
+are not still being written back.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from analysis.crm_export import STATE_SCHEMA, audience_objects, batches, plan, write_files
-from benchmarks.common import settle_disk
+from benchmarks.common import settle_disk, settle_inodes
 from railflow.settings import REPO_ROOT
 from scripts.reference import load_reference
 
@@ -108,6 +109,9 @@ def run(quick: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="railflow-bench-crm-") as tmp:
         for label, n in sizes.items():
             results[f"seconds waited for a settled disk ({label})"] = round(settle_disk(), 1)
+            waited, per_file_us = settle_inodes(Path(tmp))
+            results[f"seconds waited for file creation to settle ({label})"] = round(waited, 1)
+            results[f"microseconds per new file, probe ({label})"] = round(per_file_us, 1)
             data_dir = Path(tmp) / f"{label}-data"  # a validator cache of its own, empty
             (uncached,) = _in_fresh_process(n, Path(tmp) / f"{label}-uncached", 0, data_dir)
             cold, warm = [], []

@@ -38,6 +38,7 @@ from analysis.crm_export import (
     _plain,
     _rows_valid,
     _schema_error,
+    _sha256,
     audience_objects,
     batches,
     export,
@@ -436,6 +437,15 @@ def test_plain_texts_are_told_from_their_bytes() -> None:
             assert (_plain({"c": values}) == {"c"}) == (expected and not values.null_count())
 
 
+def test_fingerprints_hashed_in_parallel_parts_are_sha256_in_order() -> None:
+    for n in (0, 1, 12_001):  # one part, and as many as polars has threads
+        texts = pl.Series(
+            [f'{{"external_id":"usr_{i}","é":{i}}}' for i in range(n)], dtype=pl.String
+        )
+        expected = [hashlib.sha256(t.encode()).hexdigest() for t in texts.to_list()]
+        assert _sha256(texts).to_list() == expected
+
+
 def test_vectorised_rounding_is_pythons_round() -> None:
     rng = np.random.default_rng(7)
     ties = (np.arange(-2000, 2000) + 0.5) / 1000  # near-ties, where x * 1000 misleads
@@ -542,6 +552,37 @@ def test_a_pattern_is_checked_in_bulk_only_where_polars_cannot_accept_more() -> 
     assert not _all_match_in_bulk(ids, {"type": "string", "pattern": r"^usr_\d+$"})
 
 
+def test_bulk_checks_only_pass_what_the_validator_passes() -> None:
+    schemas = [
+        {"type": "string"},
+        {"type": ["string", "null"]},
+        {"enum": ["low", "medium", "high", None]},
+        {"enum": ["low", "high"]},
+        {"const": "rf_high_intent_signal"},
+        {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        {"type": "number", "minimum": 0},
+        {"type": ["string", "null"], "pattern": "^[A-Z]{5}-[A-Z]{5}$"},
+        {"type": "string", "maxLength": 3},  # a keyword the bulk checks do not know
+    ]
+    columns = [
+        pl.Series(["low", "high"]), pl.Series(["low", None]), pl.Series(["extreme"]),
+        pl.Series([None], dtype=pl.String), pl.Series(["rf_high_intent_signal"] * 3),
+        pl.Series([0.0, 0.5, 1.0]), pl.Series([0.5, None]), pl.Series([1.5]),
+        pl.Series([-0.0]), pl.Series([float("nan")]), pl.Series([float("inf")]),
+        pl.Series([0, 1]), pl.Series([True, False]), pl.Series(["FRPLY-FRLPD", None]),
+        pl.Series(["frply-frlpd"]),
+    ]  # fmt: skip
+    found = 0
+    for schema in schemas:
+        validate = fastjsonschema.compile(schema)
+        for values in columns:
+            verdicts = [_schema_error(validate, v) is None for v in values.to_list()]
+            if _all_match_in_bulk(values, schema):
+                assert all(verdicts), (schema, values.to_list())
+                found += 1
+    assert found >= 15  # the bands, probabilities, routes, ids and names of an export
+
+
 def test_validators_are_compiled_once_and_kept_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -576,6 +617,37 @@ def test_objects_whose_keys_do_not_match_the_schema_are_refused_whole() -> None:
     item = {**item, "required": ["external_id", "rf_segment"]}
     with pytest.raises(CrmExportError, match="keys do not match"):  # a required key missing
         _rows_valid(item, {"external_id": ids}, set())
+
+
+def test_a_column_of_objects_checked_field_by_field_gives_per_object_verdicts() -> None:
+    item = json.loads((SCHEMAS / "users_track.schema.json").read_text())
+    item = item["properties"]["events"]["items"]
+    validate = fastjsonschema.compile(item)
+    n = 6
+    base = {
+        "external_id": pl.Series("external_id", [f"usr_{i}" for i in range(n)]),
+        "name": pl.Series("name", ["rf_high_intent_signal"] * n),
+        "time": pl.Series("time", ["2026-08-01T10:00:00Z"] * n),
+    }
+    properties = [
+        {"propensity_band": ["high", None, "low", "high", "medium", "x"],
+         "route": ["FRPLY-FRLPD", "A", None, "B", "C", "D"]},
+        {"propensity_band": ["high"] * n, "route": [1, 2, 3, 4, 5, 6]},  # not strings
+        {"propensity_band": ["high"] * n, "route": ["A"] * n, "seats": [1] * n},  # unknown key
+    ]  # fmt: skip
+    for fields in properties:
+        struct = pl.DataFrame(fields).select(pl.struct(pl.all()).alias("properties"))
+        columns = {**base, "properties": struct.to_series()}
+        rows = pl.DataFrame(columns).to_dicts()
+        expected = []
+        for row in rows:
+            try:
+                validate(row)
+                expected.append(True)
+            except fastjsonschema.JsonSchemaValueException:
+                expected.append(False)
+        assert _rows_valid(item, columns, set()).to_list() == expected
+        assert not all(expected)
 
 
 def test_a_format_checked_in_bulk_gives_fastjsonschemas_verdicts() -> None:
