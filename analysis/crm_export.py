@@ -243,13 +243,11 @@ def json_values(values: pl.Series) -> pl.Series:
         sure = ~values.str.contains(_NOT_PLAIN)
         text = pl.lit('"') + values + pl.lit('"')
     elif values.dtype == pl.List(pl.String):
-        items = values.explode()  # a null for each null or empty list, and each null item
-        no_items = values.is_null() | (values.list.len() == 0)
-        if items.null_count() == no_items.sum() and _all_plain(items):
+        items = values.list.join("", ignore_nulls=False)  # null if the list or an item is
+        if items.null_count() == values.null_count() and _all_plain(items):
             sure = pl.repeat(True, values.len(), eager=True)
-        else:  # plain when its items joined end to end are; null there if an item is null
-            items_text = values.list.join("", ignore_nulls=False)
-            sure = no_items | ~items_text.str.contains(_NOT_PLAIN)
+        else:  # each list plain when its items joined end to end are
+            sure = values.is_null() | ~items.str.contains(_NOT_PLAIN)
         text = (
             pl.when(values.is_null())
             .then(pl.lit("null"))
@@ -304,11 +302,10 @@ def _iso_utc(ts: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
 
 def _plain(columns: dict[str, pl.Series]) -> set[str]:
     """The string columns canonical() writes as each value itself between quotes."""
-    return {
-        k
-        for k, v in columns.items()
-        if v.dtype == pl.String and not v.null_count() and _all_plain(v)
-    }
+    strings = {k: v for k, v in columns.items() if v.dtype == pl.String and not v.null_count()}
+    if not strings:
+        return set()
+    return {k for k, v in strings.items() if _all_plain(v)}
 
 
 def _json_object(values: dict[str, pl.Series | pl.Expr]) -> pl.Expr:
@@ -850,7 +847,16 @@ def write_files(out_dir: Path, requests: list[Batch], manifest: dict[str, Any]) 
         path.unlink()
     if error := _schema_error(validate_manifest, manifest):
         raise CrmExportError(f"the manifest does not match schemas/crm/manifest: {error}")
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out_dir / "manifest.json").write_text(_manifest_text(manifest))
+
+
+def _manifest_text(manifest: dict[str, Any]) -> str:
+    """The manifest indented, each batch on one line: json's indenting encoder is pure Python
+    (~20 us an entry, 5 ms for a 20k-user export), the compact one is C."""
+    summary = json.dumps({k: v for k, v in manifest.items() if k != "batches"}, indent=2)
+    entries = ",\n".join(f"    {json.dumps(entry)}" for entry in manifest["batches"])
+    listed = f"[\n{entries}\n  ]" if entries else "[]"
+    return f'{summary[:-2]},\n  "batches": {listed}\n}}\n'  # summary ends "\n}"
 
 
 def export(

@@ -435,6 +435,8 @@ def test_plain_texts_are_told_from_their_bytes() -> None:
             expected = all(plain.fullmatch(v) for v in values.drop_nulls().to_list())
             assert _all_plain(values) == expected
             assert (_plain({"c": values}) == {"c"}) == (expected and not values.null_count())
+    plain_ids, quoted = pl.Series(ids), pl.Series(['say "hi"'] * len(ids))
+    assert _plain({"a": plain_ids, "b": quoted, "c": plain_ids.str.to_uppercase()}) == {"a", "c"}
 
 
 def test_fingerprints_hashed_in_parallel_parts_are_sha256_in_order() -> None:
