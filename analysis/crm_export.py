@@ -61,6 +61,7 @@ RF_ATTRIBUTES = (
 AUDIENCES = ("high_churn_risk", "high_intent")  # sorted: a user's churn row comes first
 EVENT_NAME = "rf_high_intent_signal"
 _SEND_SCHEMA = {"external_id": pl.String, "attributes": pl.String, "event": pl.String,
+                "attributes_item": pl.String, "event_item": pl.String,
                 "checked": pl.Boolean}  # fmt: skip
 STATE_SCHEMA = {"external_id": pl.String, "attributes_sha256": pl.String}
 
@@ -308,8 +309,9 @@ def _plain(columns: dict[str, pl.Series]) -> set[str]:
     return {k for k, v in strings.items() if _all_plain(v)}
 
 
-def _json_object(values: dict[str, pl.Series | pl.Expr]) -> pl.Expr:
-    """{"key":value,...} as canonical() writes it, from each key's values (an Expr: JSON text).
+def _json_object(values: dict[str, pl.Series | pl.Expr], after: str = "") -> pl.Expr:
+    """{"key":value,...} as canonical() writes it, from each key's values (an Expr: JSON text),
+    followed by `after`.
 
     Plain string columns are quoted inside the one concatenation (no text column each).
     """
@@ -329,7 +331,7 @@ def _json_object(values: dict[str, pl.Series | pl.Expr]) -> pl.Expr:
             ]
             text = ""
         text += ","
-    return pl.concat_str(*parts, pl.lit(text[:-1] + "}"))
+    return pl.concat_str(*parts, pl.lit(text[:-1] + "}" + after))
 
 
 def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
@@ -382,9 +384,15 @@ def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
         "properties": _json_object(properties),
         "time": event_values["event_time"],
     }
-    return users.with_columns(
-        _json_object(attributes).alias("attributes"),
-        pl.when(event).then(_json_object(event_object)).alias("event"),
+    # each object is written once, as a request lists it (with its comma: batches() points
+    # into these texts); the object alone is the same text less its comma, without a copy
+    items = users.with_columns(
+        _json_object(attributes, after=",").alias("attributes_item"),
+        pl.when(event).then(_json_object(event_object, after=",")).alias("event_item"),
+    )
+    return items.with_columns(
+        pl.col("attributes_item").str.head(-1).alias("attributes"),
+        pl.col("event_item").str.head(-1).alias("event"),
     )
 
 
@@ -562,8 +570,8 @@ def _sha256(texts: pl.Series) -> pl.Series:
 
 @dataclass
 class Plan:
-    # external_id, attributes and event (canonical JSON; event null if none), checked (both
-    # matched their item schemas): what to send, in order
+    # external_id, attributes and event (canonical JSON; event null if none), the same with
+    # a comma (*_item), checked (both matched their item schemas): what to send, in order
     to_send: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_SEND_SCHEMA))
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
@@ -629,7 +637,8 @@ def plan(
     for row in current.filter(~ok).iter_rows(named=True):
         if errors := _object_errors({c: row[c] for c in ("external_id", *RF_ATTRIBUTES)}):
             p.invalid.append((row["external_id"], errors))
-    valid = current.select("external_id", "attributes", "event", checked=event_ok)
+    items = ("attributes", "event", "attributes_item", "event_item")
+    valid = current.select("external_id", *items, checked=event_ok)
     if p.invalid:
         bad = pl.Series([uid for uid, _ in p.invalid], dtype=pl.String).implode()
         valid = valid.filter(~pl.col("external_id").is_in(bad))
@@ -669,7 +678,8 @@ def plan(
                 cleared |= {"email_subscribe": "unsubscribed", "push_subscribe": "unsubscribed"}
                 p.counts["unsubscribed"] += 1
             checked = _schema_error(validate_item, cleared) is None
-            cleared_rows.append((uid, canonical(cleared).decode(), None, checked))
+            text = canonical(cleared).decode()
+            cleared_rows.append((uid, text, None, text + ",", None, checked))
         cleared_frame = pl.DataFrame(cleared_rows, schema=_SEND_SCHEMA, orient="row")
         p.to_send = pl.concat([p.to_send, cleared_frame])
     if failed:
@@ -700,17 +710,17 @@ class Batch:
         return json.loads(self.body)
 
 
-def _runs(texts: pl.Series, counts: np.ndarray) -> list[list[memoryview]]:
-    """The texts comma-joined in consecutive runs of `counts`, each as pieces of memory polars
-    already holds (no join, no copy to Python bytes: in a fresh process every new megabyte
-    costs ~1 ms of page faults on this VM).
-
-    Each text is written once with its comma, in polars; consecutive texts that lie end to
-    end in one buffer are one piece."""
-    n = texts.len()
+def _runs(items: pl.Series, counts: np.ndarray) -> list[list[memoryview]]:
+    """Texts that each end with a comma, joined in consecutive runs of `counts` (the last
+    comma of each run left out), each as pieces of memory polars already holds: no join, no
+    copy to Python bytes (in a fresh process every new megabyte costs ~1 ms of page faults on
+    this VM). Consecutive texts that lie end to end in one buffer are one piece."""
+    n = items.len()
     if n == 0:
         return [[] for _ in counts]
-    memory, where, starts, lengths = _texts(texts + ",")
+    if not items.str.ends_with(",").all():
+        raise ValueError("every text must end with its comma")
+    memory, where, starts, lengths = _texts(items)
     ends = starts + lengths
     first = np.zeros(n, dtype=bool)  # where a run of counts begins
     bounds = np.cumsum(counts)[:-1]
@@ -742,8 +752,8 @@ def batches(p: Plan) -> list[Batch]:
     sizes = np.bincount(batch, minlength=n)
     event_sizes = np.bincount(batch[send["event"].is_not_null().to_numpy()], minlength=n)
     unchecked = np.bincount(batch[~send["checked"].to_numpy()], minlength=n)
-    attributes = _runs(send["attributes"], sizes)
-    events = _runs(send["event"].drop_nulls(), event_sizes)
+    attributes = _runs(send["attributes_item"], sizes)
+    events = _runs(send["event_item"].drop_nulls(), event_sizes)
     out = []
     for i in range(n):
         tail = (b'],"events":[', *events[i], b"]}") if event_sizes[i] else (b"]}",)
@@ -800,21 +810,16 @@ def _write_all(path: Path, parts: list[bytes | memoryview]) -> None:
 
 
 def write_files(out_dir: Path, requests: list[Batch], manifest: dict[str, Any]) -> None:
-    """Validate each request file, then write it, and the manifest with its checksums.
+    """Validate every request file, then write them, and the manifest with their checksums.
 
     A file is its envelope (keys, at most 75 objects) around objects plan() checked one by one
     against the item schemas: checking the envelope with the objects in place is the whole-file
     check. The whole file, parsed back, is also checked for the first and last files (the
     column-wise encoding, end to end) and for any file with an object that failed (to name it).
+    Nothing is written unless every file passes.
     """
     validate_track, validate_manifest = _validator("users_track"), _validator("manifest")
     validate_envelope = _envelope_validator()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # an earlier run's files are overwritten in place and only the surplus deleted: on ext4
-    # without a journal (this VM's disk), a new file skips the inodes freed in the last few
-    # minutes, checking each, so delete-then-create costs O(files squared)
-    (out_dir / "manifest.json").unlink(missing_ok=True)  # until the new one: incomplete
-    surplus = {path.name: path for path in out_dir.glob("batch-*.json")}
     for i, batch in enumerate(requests, start=1):
         if not batch.checked or i in (1, len(requests)):
             error = _schema_error(validate_track, batch.payload)
@@ -825,29 +830,39 @@ def write_files(out_dir: Path, requests: list[Batch], manifest: dict[str, Any]) 
             error = _schema_error(validate_envelope, envelope)
         if error:
             raise CrmExportError(f"batch {i} does not match schemas/crm/users_track: {error}")
-        # compact canonical JSON: what is sent over HTTP, byte for byte
-        name = f"batch-{i:05d}.json"
-        digest = hashlib.sha256()
-        for part in batch.parts:  # the body, hashed and written in pieces: never copied
-            digest.update(part)
-        key = key_from_digest(digest)  # idempotency_key(body), without hashing it twice
-        digest.update(b"\n")
-        _write_all(out_dir / name, [*batch.parts, b"\n"])
-        surplus.pop(name, None)
-        manifest["batches"].append(
-            {
-                "file": name,
-                "sha256": digest.hexdigest(),
-                "idempotency_key": key,
-                "attributes": batch.attributes,
-                "events": batch.events,
-            }
-        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # an earlier run's files are overwritten in place and only the surplus deleted: on ext4
+    # without a journal (this VM's disk), a new file skips the inodes freed in the last few
+    # minutes, checking each, so delete-then-create costs O(files squared)
+    (out_dir / "manifest.json").unlink(missing_ok=True)  # until the new one: incomplete
+    surplus = {path.name: path for path in out_dir.glob("batch-*.json")}
+    for i, batch in enumerate(requests, start=1):
+        entry = _write_request(out_dir / f"batch-{i:05d}.json", batch)
+        surplus.pop(entry["file"], None)
+        manifest["batches"].append(entry)
     for path in surplus.values():
         path.unlink()
     if error := _schema_error(validate_manifest, manifest):
         raise CrmExportError(f"the manifest does not match schemas/crm/manifest: {error}")
     (out_dir / "manifest.json").write_text(_manifest_text(manifest))
+
+
+def _write_request(path: Path, batch: Batch) -> dict[str, Any]:
+    """Write one request file (compact canonical JSON: what is sent over HTTP, byte for byte,
+    and a newline); its manifest entry."""
+    digest = hashlib.sha256()
+    for part in batch.parts:  # the body, hashed and written in pieces: never copied
+        digest.update(part)
+    key = key_from_digest(digest)  # idempotency_key(body), without hashing it twice
+    digest.update(b"\n")
+    _write_all(path, [*batch.parts, b"\n"])
+    return {
+        "file": path.name,
+        "sha256": digest.hexdigest(),
+        "idempotency_key": key,
+        "attributes": batch.attributes,
+        "events": batch.events,
+    }
 
 
 def _manifest_text(manifest: dict[str, Any]) -> str:
