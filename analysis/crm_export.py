@@ -368,27 +368,27 @@ def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
         pl.when(event).then(pl.col("event_route")).alias("event_route"),
         pl.when(event).then(pl.col("event_propensity_band")).alias("event_propensity_band"),
     ).drop("event_at")
-    # placeholders outside events keep the event columns plain (those rows get no event)
-    event_values = users.select(
-        pl.when(event).then(pl.col(c)).otherwise(pl.lit("")).alias(c)
-        for c in ("event_propensity_band", "event_route", "event_time")
-    )
-    attributes = {c: users[c] for c in ("external_id", *RF_ATTRIBUTES)}
+    # the events' objects are written for the users with one only, end to end: each user's
+    # is then found by its place among them, a view of that text (no copy, no gaps)
+    events = users.filter(event)
     properties = {
-        "propensity_band": event_values["event_propensity_band"],
-        "route": event_values["event_route"],
+        "propensity_band": events["event_propensity_band"],
+        "route": events["event_route"],
     }
     event_object = {
-        "external_id": users["external_id"],
+        "external_id": events["external_id"],
         "name": pl.lit(json.dumps(EVENT_NAME)),
         "properties": _json_object(properties),
-        "time": event_values["event_time"],
+        "time": events["event_time"],
     }
+    event_items = events.select(_json_object(event_object, after=",")).to_series()
+    place = pl.when(event).then(event.cast(pl.Int64).cum_sum() - 1)
+    attributes = {c: users[c] for c in ("external_id", *RF_ATTRIBUTES)}
     # each object is written once, as a request lists it (with its comma: batches() points
     # into these texts); the object alone is the same text less its comma, without a copy
     items = users.with_columns(
         _json_object(attributes, after=",").alias("attributes_item"),
-        pl.when(event).then(_json_object(event_object, after=",")).alias("event_item"),
+        pl.lit(event_items).gather(place).alias("event_item"),
     )
     return items.with_columns(
         pl.col("attributes_item").str.head(-1).alias("attributes"),
