@@ -337,7 +337,8 @@ def _json_object(values: dict[str, pl.Series | pl.Expr], after: str = "") -> pl.
 def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
     """One row per user (merging both audiences), by id: the attribute values, the high-intent
     event's values, and both objects as canonical JSON (`attributes`, `event`)."""
-    if unknown := set(audiences["audience"].unique().to_list()) - set(AUDIENCES):
+    known = audiences["audience"].is_in(pl.Series(AUDIENCES).implode()).all(ignore_nulls=False)
+    if not known and (unknown := set(audiences["audience"].unique().to_list()) - set(AUDIENCES)):
         raise CrmExportError(f"unknown audiences {sorted(unknown, key=str)}; expected {AUDIENCES}")
     # one row per user and audience (the marts' unique ids), so by user then audience the
     # first row is the churn one when there is one (its values and win-back offer win) and
@@ -620,7 +621,9 @@ def plan(
         & current["attributes"].is_not_null()
         & ~current["attributes"].str.contains("@", literal=True)
     )
-    events = current.filter("has_event")
+    events = current.select(
+        "external_id", "event_time", "event_propensity_band", "event_route", "has_event"
+    ).filter("has_event")
     event_columns = {
         "external_id": events["external_id"],
         "name": pl.repeat(EVENT_NAME, events.height, dtype=pl.String, eager=True),
@@ -820,14 +823,17 @@ def write_files(out_dir: Path, requests: list[Batch], manifest: dict[str, Any]) 
     """
     validate_track, validate_manifest = _validator("users_track"), _validator("manifest")
     validate_envelope = _envelope_validator()
+    envelopes: dict[tuple[int, int], str | None] = {}  # by shape: most files share one
     for i, batch in enumerate(requests, start=1):
         if not batch.checked or i in (1, len(requests)):
             error = _schema_error(validate_track, batch.payload)
+        elif (shape := (batch.attributes, batch.events)) in envelopes:
+            error = envelopes[shape]
         else:  # with the item schemas out, only the keys and array lengths count
             envelope: dict[str, Any] = {"attributes": [None] * batch.attributes}
             if batch.events:
                 envelope["events"] = [None] * batch.events
-            error = _schema_error(validate_envelope, envelope)
+            error = envelopes[shape] = _schema_error(validate_envelope, envelope)
         if error:
             raise CrmExportError(f"batch {i} does not match schemas/crm/users_track: {error}")
     out_dir.mkdir(parents=True, exist_ok=True)

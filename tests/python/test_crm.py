@@ -719,3 +719,16 @@ def test_a_rerun_overwrites_its_files_and_deletes_the_surplus(tmp_path: Path) ->
         raw = (tmp_path / entry["file"]).read_bytes()
         assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+
+
+def test_an_unknown_or_missing_audience_is_refused() -> None:
+    audience = tricky_audience(n=50)
+    for bad in ("vip", None):
+        marked = audience.with_columns(
+            pl.when(pl.int_range(pl.len()) == 3)
+            .then(pl.lit(bad, dtype=pl.String))
+            .otherwise(pl.col("audience"))
+            .alias("audience")
+        )
+        with pytest.raises(CrmExportError, match=rf"unknown audiences \[{bad!r}\]"):
+            audience_objects(marked)
