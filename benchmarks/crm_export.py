@@ -1,9 +1,12 @@
 """CRM file export throughput: users per second at the default scale and at 1M users.
 
-The headline is the first export in a process, as a daily run pays it: it includes one-time
-costs (lazy imports, loading the JSON Schema validators, loading polars plugins). It is the
-median over COLD_RUNS fresh processes: one 20k export lasts about a tenth of a second, and a
-single run swings by half with other work on the machine. The validators come from their
+The default scale is the default world's 20,000 users, every one of them in an audience (the
+default world's real audiences hold a few hundred). The headline is the first export in a
+process, as a daily run pays it: it includes one-time costs (loading the JSON Schema
+validators and polars plugins, and page faults: this VM charges ~4 us for each page a process
+touches first, about a fifth of a 20k export). It is the median over COLD_RUNS fresh
+processes: one 20k export lasts under a tenth of a second, and a single run swings by half
+with other work on the machine's host (see the machine probe). The validators come from their
 on-disk cache (data/cache/validators), as in every run after the first; one fresh process
 without that cache, as after a schema change, is reported beside, and so is the median of
 WARM_RUNS further exports in the last process.
