@@ -31,7 +31,7 @@ def settle_disk(max_seconds: float = 90.0) -> float:
 
 
 def settle_inodes(
-    folder: Path, max_seconds: float = 420.0, budget_us: float = 100.0
+    folder: Path, max_seconds: float = 420.0, budget_us: float = 35.0
 ) -> tuple[float, float]:
     """Wait until creating a file in `folder` costs what it does on a settled disk; returns
     the seconds waited and the last probe's microseconds per new file.
@@ -39,7 +39,7 @@ def settle_inodes(
     This VM's ext4 runs without a journal, and then a new file never gets an inode freed in
     the last minute (the last six while its inode table is not written back): the allocator
     checks each such inode it passes. After an earlier benchmark deletes thousands of files,
-    creating one costs up to 0.5 ms of CPU instead of ~20 us, until those inodes age. The
+    creating one costs up to 0.5 ms of CPU instead of 15-25 us, until those inodes age. The
     probe's files are kept until `folder` goes: deleting them would add to the count."""
     probe = Path(tempfile.mkdtemp(prefix="inode-probe-", dir=folder))
     start, created = time.perf_counter(), 0
