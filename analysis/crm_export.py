@@ -172,25 +172,20 @@ class _Texts(NamedTuple):
 
 
 def _texts(values: pl.Series) -> _Texts:
-    array = values.to_arrow(compat_level=pl.CompatLevel.newest())
-    n, buffers = len(array), array.buffers()
-    if array.type == pa.string_view():
-        # 16-byte views: length, then the text itself up to 12 bytes, else a prefix, the
-        # index of its data buffer and its offset in it (Arrow columnar format)
-        views = np.frombuffer(buffers[1], dtype=np.int32).reshape(-1, 4)
-        views = views[array.offset : array.offset + n]
-        lengths = views[:, 0].astype(np.int64)
-        inline = lengths <= 12
-        index = np.arange(array.offset, array.offset + n, dtype=np.int64)
-        memory = [buffers[1], *buffers[2:]]
-        where = np.where(inline, 0, views[:, 2].astype(np.int64) + 1)
-        starts = np.where(inline, index * 16 + 4, views[:, 3].astype(np.int64))
-    elif array.type == pa.large_string():  # offsets into one buffer
-        offsets = np.frombuffer(buffers[1], dtype=np.int64)[array.offset : array.offset + n + 1]
-        memory, where, starts = [buffers[2]], np.zeros(n, dtype=np.int64), offsets[:-1]
-        lengths = np.diff(offsets)
-    else:
+    array = values.to_arrow(compat_level=pl.CompatLevel.newest())  # polars' own layout
+    if array.type != pa.string_view():
         raise TypeError(f"unexpected Arrow type {array.type} for texts")
+    n, buffers = len(array), array.buffers()
+    # 16-byte views: length, then the text itself up to 12 bytes, else a prefix, the index of
+    # its data buffer and its offset in it (Arrow columnar format)
+    views = np.frombuffer(buffers[1], dtype=np.int32).reshape(-1, 4)
+    views = views[array.offset : array.offset + n]
+    lengths = views[:, 0].astype(np.int64)
+    inline = lengths <= 12
+    index = np.arange(array.offset, array.offset + n, dtype=np.int64)
+    memory = [buffers[1], *buffers[2:]]
+    where = np.where(inline, 0, views[:, 2].astype(np.int64) + 1)
+    starts = np.where(inline, index * 16 + 4, views[:, 3].astype(np.int64))
     if values.null_count():
         lengths = np.where(values.is_null().to_numpy(), 0, lengths)
     return _Texts([memoryview(m) for m in memory], where, starts, lengths)
@@ -337,8 +332,7 @@ def _json_object(values: dict[str, pl.Series | pl.Expr], after: str = "") -> pl.
 def audience_objects(audiences: pl.DataFrame) -> pl.DataFrame:
     """One row per user (merging both audiences), by id: the attribute values, the high-intent
     event's values, and both objects as canonical JSON (`attributes`, `event`)."""
-    known = audiences["audience"].is_in(pl.Series(AUDIENCES).implode()).all(ignore_nulls=False)
-    if not known and (unknown := set(audiences["audience"].unique().to_list()) - set(AUDIENCES)):
+    if unknown := set(audiences["audience"].unique().to_list()) - set(AUDIENCES):
         raise CrmExportError(f"unknown audiences {sorted(unknown, key=str)}; expected {AUDIENCES}")
     # one row per user and audience (the marts' unique ids), so by user then audience the
     # first row is the churn one when there is one (its values and win-back offer win) and
@@ -414,12 +408,6 @@ _BULK_FORMATS = {
     name: CodeGeneratorDraft2019.FORMAT_REGEXS[name].replace(r"\d", "[0-9]").replace(r"\Z", r"\z")
     for name in ("date-time", "date")
 }
-
-
-def _all_match_in_bulk(values: pl.Series, schema: Any) -> bool:
-    """Whether every value surely matches `schema`, checked in polars (see _bulk_check)."""
-    check = _bulk_check(values, schema)
-    return check is not None and bool(pl.select(check).item())
 
 
 def _bulk_check(values: pl.Series, schema: Any) -> pl.Expr | None:
