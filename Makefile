@@ -7,20 +7,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
-# The stamp changes whenever requirements.txt does, so `make setup` reinstalls only then.
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt 2>/dev/null | cut -d' ' -f1)
+# The stamp changes whenever requirements.txt or pyproject.toml does, so `make setup` reinstalls
+# only then.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 # dbt reads the project's profile (a copy of profiles.example.yml) unless you point it at yours
 DBT_PROFILES_DIR ?= $(CURDIR)/.dbt
 export DBT_PROFILES_DIR
 
-.PHONY: help setup run test test-python lint format app bench docs requirements clean distclean
+.PHONY: help setup run test test-fast test-python lint format app bench docs requirements clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 setup: $(STAMP) .dbt/profiles.yml ## Create .venv and install pinned dependencies (idempotent)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# uv when it can be had (fast); plain pip otherwise. Bytecode is compiled at install: with
 	@# PYTHONDONTWRITEBYTECODE set (as on this machine), every process would otherwise recompile numpy,
@@ -29,7 +30,10 @@ $(STAMP): requirements.txt
 	elif $(PY) -m pip install -q "uv==$(UV_VERSION)" >/dev/null 2>&1; then UV=$(BIN)/uv; \
 	else UV=; fi; \
 	if [ -n "$$UV" ]; then echo "installing with uv"; $$UV pip install -q --compile-bytecode --python $(PY) -r requirements.txt; \
-	else echo "installing with pip"; $(PY) -m pip install -q --compile -r requirements.txt; fi
+	else echo "installing with pip"; $(PY) -m pip install -q --compile -r requirements.txt; fi; \
+	echo "installing railflow (editable: the \`railflow\` command runs this checkout)"; \
+	if [ -n "$$UV" ]; then $$UV pip install -q --python $(PY) --no-deps -e .; \
+	else $(PY) -m pip install -q --no-deps -e .; fi
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -38,12 +42,17 @@ $(STAMP): requirements.txt
 	@cp profiles.example.yml $@
 
 run: setup ## Run the whole pipeline at the default scale (DuckDB unless RAILFLOW_TARGET says)
-	$(PY) -m railflow.pipeline
+	$(BIN)/railflow run
 
 test: setup lint test-python ## Lint, then every Python test (incl. dbt build on a small world)
 
 test-python: setup ## Only the pytest suite
 	$(PY) -m pytest
+
+test-fast: setup ## The quick loop (< 2 min): ruff and every test that builds no world, runs no dbt, opens no browser
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(PY) -m pytest -m "not slow and not browser"
 
 lint: setup ## ruff (Python) and sqlfluff (dbt SQL)
 	$(BIN)/ruff check .
@@ -59,7 +68,7 @@ format: setup ## Apply ruff and sqlfluff fixes
 	RAILFLOW_DUCKDB_PATH=target/sqlfluff.duckdb $(BIN)/sqlfluff fix models macros tests/dbt snapshots --processes 2
 
 app: setup ## Start the Streamlit app on http://127.0.0.1:8501
-	$(BIN)/streamlit run app/app.py --server.address 127.0.0.1 --server.headless true
+	$(BIN)/railflow app
 
 bench: setup ## Run the benchmarks and rewrite docs/benchmarks.md
 	$(PY) -m benchmarks

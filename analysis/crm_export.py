@@ -46,8 +46,8 @@ from fastjsonschema.draft2019 import CodeGeneratorDraft2019
 
 from analysis.crm_http import CANONICAL, HttpSender, canonical, check_endpoint, key_from_digest
 from railflow.errors import RailflowError, cli_entrypoint
-from railflow.pipeline import StageResult
 from railflow.settings import REPO_ROOT, Settings, get_settings
+from railflow.stage import StageResult
 from railflow.warehouse import Warehouse, connect
 
 log = logging.getLogger("railflow.crm")

@@ -28,8 +28,8 @@ import polars as pl
 
 from analysis import stats
 from railflow.errors import RailflowError, cli_entrypoint
-from railflow.pipeline import StageResult
 from railflow.settings import REPO_ROOT, Settings, get_settings
+from railflow.stage import StageResult
 from railflow.warehouse import connect
 
 log = logging.getLogger("railflow.experiments")

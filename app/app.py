@@ -1,22 +1,14 @@
-"""RailFlow app for product managers: `make app` (streamlit run app/app.py).
+"""RailFlow app for product managers: `make app` (`railflow app`, i.e. streamlit run app/app.py).
 
 Read-only: the warehouse (opened read-only), experiment reports and model artifacts.
+`app/` is a folder of Streamlit scripts, not a Python package: Streamlit puts this folder first
+on the import path, so the pages import their helpers as `app_data`, and `railflow`, `ml` and
+the rest come from the installed project (`make setup` installs it).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# `streamlit run` puts app/ first on the path, where `import app` would find this very file
-# instead of the `app` package: the repo root must come first.
-if sys.path[:1] != [str(REPO_ROOT)]:
-    sys.path.insert(0, str(REPO_ROOT))
-if "app" in sys.modules and not hasattr(sys.modules["app"], "__path__"):
-    del sys.modules["app"]
 
 st.set_page_config(page_title="RailFlow", page_icon=":material/train:", layout="wide")
 

@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 
 from ml.evaluate import binary_metrics
 from ml.features import FeatureError, require_columns, to_pandas
+from railflow.dbt import project_var
 
 MODEL_NAME = "churn"
 FEATURES = [
@@ -33,8 +34,9 @@ FEATURES = [
     "has_loyalty_card",
 ]
 LABEL = "is_churned"
-HORIZON_DAYS = 28  # keep equal to the dbt var churn_horizon_days
-WARMUP_DAYS = 28  # keep equal to ml_churn_features.sql: the first cutoff is this far in
+# The label and the feature mart share these through dbt's vars (dbt_project.yml), their one home.
+HORIZON_DAYS = int(project_var("churn_horizon_days"))
+WARMUP_DAYS = int(project_var("churn_warmup_days"))  # the first cutoff is this far in
 # The last labelled cutoff tests; the latest whose label window ends by it calibrates; those
 # whose label windows end by that one train. Labels look HORIZON_DAYS ahead, so with weekly
 # cutoffs the three sets need 2 * ceil(HORIZON_DAYS / 7) + 1 labelled cutoffs.

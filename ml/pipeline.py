@@ -13,8 +13,8 @@ from ml import churn, propensity, segmentation
 from ml.artifacts import ArtifactError, data_fingerprint, model_version, save_model
 from ml.evaluate import population_stability_index
 from ml.features import read_mart, read_truth
-from railflow.pipeline import StageResult
 from railflow.settings import Settings
+from railflow.stage import StageResult
 from railflow.warehouse import connect
 
 log = logging.getLogger("railflow.ml")

@@ -2,48 +2,40 @@
 
     generate -> load -> dbt_build -> ml -> dbt_sync -> readouts -> export
 
-`make run` calls `python -m railflow.pipeline`. Each stage is a function
-`stage(settings) -> StageResult` registered in STAGES; a stage is listed here only once the
-module that implements it exists.
+`make run` calls `railflow run` (the same as `python -m railflow.pipeline`). Each stage is a
+function `stage(settings) -> StageResult` (railflow.stage) that this orchestrator imports and
+lists in STAGES: the orchestrator sits on top, the stages import only the shared modules below
+them (settings, warehouse, dbt, errors, stage), never this one.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from analysis import crm_export, experiments
+from ml import churn
+from ml import pipeline as ml_pipeline
 from railflow.dbt import run_dbt
 from railflow.errors import SettingsError, cli_entrypoint
 from railflow.settings import Settings, get_settings
+from railflow.stage import StageResult
 from railflow.warehouse import connect
+from scripts import generate, load
 
 log = logging.getLogger("railflow.pipeline")
-
-
-@dataclass
-class StageResult:
-    """What a stage produced: rows processed, where outputs landed, headline numbers."""
-
-    rows: int | None = None
-    outputs: list[str] = field(default_factory=list)
-    metrics: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     description: str
-    target: str  # "module:function", imported lazily so `--help` stays fast
-
-    def load(self) -> Callable[[Settings], StageResult]:
-        module_name, func_name = self.target.split(":")
-        return getattr(importlib.import_module(module_name), func_name)
+    run: Callable[[Settings], StageResult]
 
 
 @dataclass
@@ -63,10 +55,8 @@ def dbt_build_stage(settings: Settings) -> StageResult:
     build is then a full refresh. If users batches were rewritten, the users snapshot's history
     was taken from an extract that no longer stands, so it starts again from the current one.
     """
-    from scripts.load import clear_rewrites, pending_rewrites
-
     with connect(settings) as wh:
-        by_table = pending_rewrites(wh)
+        by_table = load.pending_rewrites(wh)
     rewritten = sum(by_table.values())
     if "users" in by_table:
         with connect(settings, read_only=False) as wh:
@@ -75,7 +65,7 @@ def dbt_build_stage(settings: Settings) -> StageResult:
     run_dbt(settings, [*args, "--full-refresh"] if rewritten else args)
     if rewritten:
         with connect(settings, read_only=False) as wh:
-            clear_rewrites(wh)
+            load.clear_rewrites(wh)
     refresh = (
         f"yes, {rewritten:,} loaded batch(es) changed, removed or backfilled" if rewritten else "no"
     )
@@ -107,13 +97,13 @@ def dbt_sync_stage(settings: Settings) -> StageResult:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("generate", "synthetic world -> data/raw, data/truth", "scripts.generate:stage"),
-    Stage("load", "validate and load raw files into the warehouse", "scripts.load:stage"),
-    Stage("dbt_build", "dbt seeds, snapshots, models, tests", "railflow.pipeline:dbt_build_stage"),
-    Stage("ml", "train, evaluate and score the models", "ml.pipeline:stage"),
-    Stage("dbt_sync", "dbt post-scoring sync models", "railflow.pipeline:dbt_sync_stage"),
-    Stage("readouts", "experiment readouts and decision memos", "analysis.experiments:stage"),
-    Stage("export", "CRM audiences as Braze JSON (diff sync)", "analysis.crm_export:stage"),
+    Stage("generate", "synthetic world -> data/raw, data/truth", generate.stage),
+    Stage("load", "validate and load raw files into the warehouse", load.stage),
+    Stage("dbt_build", "dbt seeds, snapshots, models, tests", dbt_build_stage),
+    Stage("ml", "train, evaluate and score the models", ml_pipeline.stage),
+    Stage("dbt_sync", "dbt post-scoring sync models", dbt_sync_stage),
+    Stage("readouts", "experiment readouts and decision memos", experiments.stage),
+    Stage("export", "CRM audiences as Braze JSON (diff sync)", crm_export.stage),
 )
 
 
@@ -145,14 +135,14 @@ def run_pipeline(settings: Settings, stages: Sequence[Stage] | None = None) -> l
     """Run stages in order; stop at the first failure (its error propagates)."""
     settings.ensure_writable()
     stages = list(STAGES) if stages is None else list(stages)
-    if {"generate", "ml"} <= {s.name for s in stages}:  # before minutes of work, not after
-        from ml.churn import min_days
-
-        if settings.days < (need := min_days(settings.start_date)):
-            raise SettingsError(
-                f"RAILFLOW_DAYS={settings.days} is too short for the churn model's labelled "
-                f"weekly cutoffs; set RAILFLOW_DAYS to at least {need}"
-            )
+    # before minutes of work, not after
+    if {"generate", "ml"} <= {s.name for s in stages} and settings.days < (
+        need := churn.min_days(settings.start_date)
+    ):
+        raise SettingsError(
+            f"RAILFLOW_DAYS={settings.days} is too short for the churn model's labelled "
+            f"weekly cutoffs; set RAILFLOW_DAYS to at least {need}"
+        )
     if settings.target == "bigquery" and {s.name for s in stages} - {"generate"}:
         with connect(settings):  # credentials, before generate rewrites data/raw for nothing
             pass
@@ -160,7 +150,7 @@ def run_pipeline(settings: Settings, stages: Sequence[Stage] | None = None) -> l
     for index, stage in enumerate(stages, start=1):
         log.info("[%d/%d] %s: %s", index, len(stages), stage.name, stage.description)
         wall, cpu = time.perf_counter(), _cpu_seconds()
-        result = stage.load()(settings) or StageResult()
+        result = stage.run(settings) or StageResult()
         run = StageRun(stage.name, time.perf_counter() - wall, _cpu_seconds() - cpu, result)
         runs.append(run)
         rows = f", {result.rows:,} rows" if result.rows is not None else ""

@@ -21,7 +21,16 @@ from railflow.errors import SettingsError
 log = logging.getLogger("railflow.settings")
 _warned_dev_salt: list[bool] = []  # warn once per process
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def _project_root() -> Path:
+    """The RailFlow checkout (the folder with dbt_project.yml). Installed editable, as `make
+    setup` does, that is the folder above this package; installed from a wheel (`pip install .`),
+    the package lives elsewhere and the checkout is the folder the command runs in."""
+    beside_package = Path(__file__).resolve().parent.parent
+    return beside_package if (beside_package / "dbt_project.yml").is_file() else Path.cwd()
+
+
+REPO_ROOT = _project_root()
 # The project's own dbt profile: a copy of profiles.example.yml (railflow.dbt.ensure_profile)
 REPO_PROFILES_DIR = REPO_ROOT / ".dbt"
 TARGETS = ("duckdb", "bigquery")

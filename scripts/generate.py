@@ -24,8 +24,8 @@ import polars as pl
 from tqdm import tqdm
 
 from railflow.errors import SettingsError, cli_entrypoint
-from railflow.pipeline import StageResult
 from railflow.settings import Settings, get_settings, warn_if_development_salt
+from railflow.stage import StageResult
 from scripts.reference import load_reference
 from scripts.tracking_plan import load_plan
 from scripts.world import PARAMS, World

@@ -49,8 +49,8 @@ import polars as pl
 from railflow.checksums import sha256_file
 from railflow.dbt import project_var
 from railflow.errors import RailflowError, SettingsError, cli_entrypoint
-from railflow.pipeline import StageResult
 from railflow.settings import Settings, get_settings
+from railflow.stage import StageResult
 from railflow.warehouse import Warehouse, connect
 from scripts.reference import load_reference
 from scripts.tracking_plan import FORMATS, Column, TableSpec, load_plan

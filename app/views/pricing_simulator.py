@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
-from app import data
+import app_data as data
 from ml import propensity
 from ml.artifacts import ArtifactError
 

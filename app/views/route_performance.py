@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import data
+import app_data as data
 
 st.title("Route performance")
 

@@ -72,3 +72,14 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 def empty_settings(tmp_path: Path) -> Settings:
     """Settings for a fresh, empty data folder (nothing generated or built)."""
     return settings_for(tmp_path)
+
+
+# Fixtures that build a world (generate, load, dbt): a test using any of them is `slow` and so
+# stays out of `make test-fast`. Tests that build a world of their own carry the mark themselves.
+WORLD_FIXTURES = {"small_world"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

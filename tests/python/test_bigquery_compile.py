@@ -31,6 +31,7 @@ def compiled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return target / "compiled" / "railflow"
 
 
+@pytest.mark.slow  # runs dbt
 def test_every_model_compiles_and_parses_as_bigquery(compiled: Path) -> None:
     models = sorted((compiled / "models").rglob("*.sql"))
     sources = sorted(p.stem for p in (REPO_ROOT / "models").rglob("*.sql"))

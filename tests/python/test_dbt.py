@@ -113,6 +113,7 @@ INCREMENTAL_MARTS = [
 ]
 
 
+@pytest.mark.slow  # runs dbt
 def test_full_refresh_equals_an_incremental_sequence(
     tmp_path: Path, empty_settings: Settings
 ) -> None:

@@ -90,6 +90,7 @@ def dbt_settings(tmp_path: Path) -> Settings:
     )
 
 
+@pytest.mark.slow  # runs dbt
 def test_dbt_debug_and_parse_with_the_makefile_profile(dbt_settings: Settings) -> None:
     debug = run_dbt(dbt_settings, ["debug"], capture=True)
     assert "All checks passed" in debug.stdout
@@ -133,6 +134,7 @@ def test_a_path_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     assert len(errors) == 1 and str(blocker) in errors[0] and "permissions" in errors[0]
 
 
+@pytest.mark.slow  # runs dbt
 def test_a_locked_warehouse_stops_dbt_with_one_line(
     tmp_path: Path, write_lock_held: Callable[[Path], AbstractContextManager[None]]
 ) -> None:
@@ -157,6 +159,7 @@ def test_sync_before_scoring_says_to_run_the_ml_stage(tmp_path: Path) -> None:
     assert len(errors) == 1 and "run the ml stage first" in errors[0]
 
 
+@pytest.mark.slow  # runs dbt
 def test_dbt_through_the_settings(tmp_path: Path) -> None:
     """`python -m railflow.dbt` runs dbt on the warehouse the RAILFLOW_* settings name."""
     env = {"RAILFLOW_DATA_DIR": str(tmp_path), "DBT_TARGET_PATH": str(tmp_path / "target")}
@@ -182,6 +185,7 @@ def test_dbt_through_the_settings(tmp_path: Path) -> None:
     assert not (tmp_path / "warehouse.duckdb").exists()
 
 
+@pytest.mark.slow  # runs dbt
 def test_dbt_writes_no_colour_codes_into_a_log(tmp_path: Path) -> None:
     env = {"RAILFLOW_DATA_DIR": str(tmp_path), "DBT_TARGET_PATH": str(tmp_path / "target")}
     parsed = subprocess.run(

@@ -73,7 +73,7 @@ cutoffs as (
     cross join bounds
     where
         dates.day_of_week = 1
-        and dates.date_day >= {{ add_days_to_date(28, 'bounds.first_date') }}
+        and dates.date_day >= {{ add_days_to_date(var('churn_warmup_days'), 'bounds.first_date') }}
         and dates.date_day <= bounds.last_date
         and dates.date_day >= {{ since_literal(since, 'date') if since is not none else 'bounds.first_date' }}
 

@@ -1,1 +1,0 @@
-"""Streamlit app for product managers (reads the warehouse and model artifacts only)."""
