@@ -369,43 +369,50 @@ def export(
         write_files(out_dir, requests, manifest)
     if client:
         send(client, requests, outcomes)
+        applied = [(*key, o.sha256) for key, o in outcomes.items() if o.outcome == "applied"]
     else:  # the files are the delivery
-        for req in requests:
-            for array, items in (("attributes", req.attributes), ("events", req.events)):
-                outcomes |= {(u, array): Delivery("applied", s) for u, _, s in items}
-    record(settings, destination, outcomes, p.current, now.replace(tzinfo=None))
-    missed = [o for o in outcomes.values() if o.outcome != "applied"]
+        sent = (("attributes", p.attributes), ("events", p.events))
+        applied = [(uid, kind, sha) for kind, items in sent for uid, _, sha in items]
+    missed = [(*key, *o) for key, o in outcomes.items() if o.outcome != "applied"]
+    record(settings, destination, applied, missed, p.current, now.replace(tzinfo=None))
     return result | {
         "batches": len(requests),
-        "delivered": len(outcomes) - len(missed) if endpoint else 0,
-        "failed": sum(o.outcome == "failed" for o in missed),
-        "unknown": sum(o.outcome == "unknown" for o in missed),
-        "failure_reasons": dict(Counter(o.reason for o in missed).most_common()),
+        "delivered": len(applied) if endpoint else 0,
+        "failed": sum(m[2] == "failed" for m in missed),
+        "unknown": sum(m[2] == "unknown" for m in missed),
+        "failure_reasons": dict(Counter(m[4] for m in missed).most_common()),
         "out_dir": str(out_dir) if written else None,
     }
 
 
 def record(
-    settings: Settings, destination: str, outcomes: Outcomes, current: set[str], now: datetime
+    settings: Settings,
+    destination: str,
+    applied: list[tuple[str, str, str]],
+    missed: list[tuple[Any, ...]],
+    current: set[str],
+    now: datetime,
 ) -> None:
-    """Advance the destination's state for applied objects; ledger the others."""
-    rows = [(*key, *delivery) for key, delivery in outcomes.items()]
-    done = pl.DataFrame(rows, schema=OUTCOME_SCHEMA, orient="row")
-    done = done.with_columns(destination=pl.lit(destination))
-    applied = pl.col("outcome") == "applied"
+    """Advance the destination's state for applied objects (external_id, object_type,
+    sha256); ledger the others (OUTCOME_SCHEMA rows), in place of their earlier rows."""
+    mine = pl.lit(destination).alias("destination")
+    done = pl.DataFrame(
+        applied, schema=dict.fromkeys([*KEYS[1:], "sha256"], pl.String), orient="row"
+    )
+    done = done.with_columns(mine)
+    new = pl.DataFrame(missed, schema=OUTCOME_SCHEMA, orient="row").with_columns(mine)
+    at = pl.lit(now, pl.Datetime("us"))
     with connect(settings, read_only=False) as wh:
-        state = _rows(wh, STATE, STATE_SCHEMA).join(done.select(KEYS), on=KEYS, how="anti")
-        fresh = done.filter(applied).with_columns(synced_at=pl.lit(now, pl.Datetime("us")))
-        state = pl.concat([state, fresh.select(list(STATE_SCHEMA))]).sort(KEYS)
-        wh.write(state, "audit", STATE)
+        state = _rows(wh, STATE, STATE_SCHEMA).join(done, on=KEYS, how="anti")
+        fresh = done.with_columns(synced_at=at).select(list(STATE_SCHEMA))
+        wh.write(pl.concat([state, fresh]).sort(KEYS), "audit", STATE)
         # a failed event of a user who left is stale: it will not be sent again
         events = (pl.col("destination") == destination) & (pl.col("object_type") == "events")
         stale = events & (pl.col("outcome") == "failed") & ~pl.col("external_id").is_in(current)
-        ledger = _rows(wh, LEDGER, LEDGER_SCHEMA).join(done.select(KEYS), on=KEYS, how="anti")
-        new = done.filter(~applied).with_columns(failed_at=pl.lit(now, pl.Datetime("us")))
-        wh.write(
-            pl.concat([ledger.filter(~stale), new.select(list(LEDGER_SCHEMA))]), "audit", LEDGER
-        )
+        ledger = _rows(wh, LEDGER, LEDGER_SCHEMA).filter(~stale)
+        ledger = ledger.join(pl.concat([done.select(KEYS), new.select(KEYS)]), on=KEYS, how="anti")
+        new = new.with_columns(failed_at=at).select(list(LEDGER_SCHEMA))
+        wh.write(pl.concat([ledger, new]), "audit", LEDGER)
 
 
 def raise_for_failed_delivery(settings: Settings, result: dict[str, Any]) -> None:
