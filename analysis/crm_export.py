@@ -7,13 +7,11 @@
 
 Each run writes its requests (at most 75 objects of each type) and manifest.json to
 data/exports/crm/<run date>/<run id>/. Each destination (the files; each endpoint) has its own
-sync state in audit.crm_sync_state: the sha256 of the last object of each type applied there
-per user; a diff run sends what differs from it. audit.crm_failed_rows, the ledger, holds the
-objects an endpoint did not apply (failed: send again) or may have applied (unknown: the same
-request, same key, is re-sent first next run; its users wait for the answer). A user once
-known to a destination who is no longer a consenting audience member is sent an exit update
-(RailFlow attributes cleared, and `unsubscribed` without consent), whatever the ledger held.
-A run with objects not delivered still writes its files, state and ledger, then exits 1.
+sync state (audit.crm_sync_state); a diff run sends what differs from it. The ledger
+(audit.crm_failed_rows) holds objects not applied (failed) or maybe applied (unknown: re-sent
+first, same key). A user who left the consenting audiences always gets an exit update.
+Delivery semantics: README, "CRM export". Objects not delivered: files, state and ledger are
+written, then the command exits 1.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from datetime import UTC, datetime
 from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import fastjsonschema
 import polars as pl
@@ -54,6 +52,7 @@ AUDIENCES = ("high_churn_risk", "high_intent")  # sorted: a user's churn row com
 EVENT_NAME = "rf_high_intent_signal"
 COUNTS = ["created", "updated", "unchanged", "removed", "unsubscribed", "invalid", "held"]
 COUNTS += ["sent", "events", "resent"]
+DELIVERY = ("delivered", "failed", "unknown")  # objects, by outcome
 STATE, LEDGER = "crm_sync_state", "crm_failed_rows"
 KEYS = ["destination", "external_id", "object_type"]  # one row per destination, user, type
 STATE_SCHEMA = {**dict.fromkeys([*KEYS, "sha256"], pl.String), "synced_at": pl.Datetime("us")}
@@ -254,18 +253,9 @@ def pending_requests(ledger: pl.DataFrame) -> list[Request]:
     return out
 
 
-class Delivery(NamedTuple):
-    """What became of one object at the destination (OUTCOME_SCHEMA, less its key)."""
-
-    outcome: str  # applied, failed or unknown
-    sha256: str
-    reason: str | None = None
-    object_json: str | None = None
-    idempotency_key: str | None = None
-    position: int | None = None  # in its request's array
-
-
-Outcomes = dict[tuple[str, str], Delivery]  # (external_id, object_type) -> the latest
+# (external_id, object_type) -> the latest (outcome, sha256, reason, object_json,
+# idempotency_key, position in its request's array): OUTCOME_SCHEMA less the first two
+Outcomes = dict[tuple[str, str], tuple[Any, ...]]
 
 
 def send(endpoint: CrmEndpoint, requests: list[Request], outcomes: Outcomes) -> None:
@@ -277,8 +267,7 @@ def send(endpoint: CrmEndpoint, requests: list[Request], outcomes: Outcomes) -> 
             for i, (uid, obj, sha) in enumerate(items):
                 reason = result.reason or not_applied.get((array, i))
                 outcome = "applied" if not reason else result.status.replace("applied", "failed")
-                delivery = Delivery(outcome, sha, reason, obj.decode(), req.key, i)
-                outcomes[uid, array] = delivery
+                outcomes[uid, array] = (outcome, sha, reason, obj.decode(), req.key, i)
 
 
 def _rows(wh: Warehouse, name: str, schema: dict[str, Any]) -> pl.DataFrame:
@@ -350,9 +339,9 @@ def export(
     held = (
         {u for r in pending for u, *_ in (*r.attributes, *r.events)}
         if dry_run
-        else {uid for (uid, _), o in outcomes.items() if o.outcome == "unknown"}
+        else {uid for (uid, _), o in outcomes.items() if o[0] == "unknown"}
     )
-    state |= {k: o.sha256 for k, o in outcomes.items() if o.outcome == "applied"}
+    state |= {k: o[1] for k, o in outcomes.items() if o[0] == "applied"}
     p = plan(mode, audiences, consenting, state, known, held)
     p.counts["resent"] = sum(len(r.attributes) + len(r.events) for r in pending)
     result = {"counts": p.counts, "invalid": p.invalid, "dry_run": dry_run, "endpoint": endpoint}
@@ -369,11 +358,11 @@ def export(
         write_files(out_dir, requests, manifest)
     if client:
         send(client, requests, outcomes)
-        applied = [(*key, o.sha256) for key, o in outcomes.items() if o.outcome == "applied"]
+        applied = [(*key, o[1]) for key, o in outcomes.items() if o[0] == "applied"]
     else:  # the files are the delivery
         sent = (("attributes", p.attributes), ("events", p.events))
         applied = [(uid, kind, sha) for kind, items in sent for uid, _, sha in items]
-    missed = [(*key, *o) for key, o in outcomes.items() if o.outcome != "applied"]
+    missed = [(*key, *o) for key, o in outcomes.items() if o[0] != "applied"]
     record(settings, destination, applied, missed, p.current, now.replace(tzinfo=None))
     return result | {
         "batches": len(requests),
@@ -427,12 +416,8 @@ def raise_for_failed_delivery(settings: Settings, result: dict[str, Any]) -> Non
         )
 
 
-def summary(c: dict[str, int]) -> str:
-    return (
-        f"{c['sent']} attributes and {c['events']} events: created {c['created']}, updated "
-        f"{c['updated']}, unchanged {c['unchanged']}, removed {c['removed']}, unsubscribed "
-        f"{c['unsubscribed']}, invalid {c['invalid']}, held {c['held']}, resent {c['resent']}"
-    )
+def summary(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
 
 
 def stage(settings: Settings) -> StageResult:
@@ -458,16 +443,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = get_settings()
     result = export(settings, args.mode, args.dry_run, args.endpoint)
-    print(("would send " if args.dry_run else "exported ") + summary(result["counts"]))
+    print(("would send: " if args.dry_run else "exported: ") + summary(result["counts"]))
     for uid, reason in result["invalid"]:
         print(f"invalid {uid}: {reason}")
     if not args.dry_run:
         print(f"files in {result['out_dir'] or '(none: nothing to send)'}")
-        if result["endpoint"]:
-            print(
-                f"delivered {result['delivered']}, failed {result['failed']}, unknown "
-                f"{result['unknown']} (to {result['endpoint']})"
-            )
+        if endpoint := result["endpoint"]:
+            print(f"to {endpoint}: " + summary({k: result[k] for k in DELIVERY}))
         raise_for_failed_delivery(settings, result)
 
 
