@@ -34,7 +34,7 @@ from typing import Any
 import fastjsonschema
 import polars as pl
 
-from analysis.crm_http import CrmEndpoint, canonical, check_endpoint, idempotency_key
+from analysis.crm_http import CrmEndpoint, Outcome, canonical, check_endpoint, idempotency_key
 from railflow.errors import RailflowError, cli_entrypoint
 from railflow.pipeline import StageResult
 from railflow.settings import REPO_ROOT, Settings, get_settings
@@ -258,10 +258,24 @@ def pending_requests(ledger: pl.DataFrame) -> list[Request]:
 Outcomes = dict[tuple[str, str], tuple[Any, ...]]
 
 
-def send(endpoint: CrmEndpoint, requests: list[Request], outcomes: Outcomes) -> None:
-    """POST each request; record each object's outcome (a later one replaces an earlier)."""
+def send(
+    endpoint: CrmEndpoint,
+    requests: list[Request],
+    outcomes: Outcomes,
+    down: str = "",
+    skipped: str = "failed",
+) -> str:
+    """POST each request; record each object's outcome (a later one replaces an earlier).
+
+    Once one gets no answer the endpoint is taken as down (not a retry cycle per request):
+    the rest are not sent and count as `skipped` (failed; unknown for re-sent requests, which
+    may have been applied). Returns why it is down ("" if it is not)."""
     for req in requests:
-        result = endpoint.post(req.body, req.key)
+        if down:
+            result = Outcome(skipped, f"not sent: no answer to an earlier request ({down})")
+        else:
+            result = endpoint.post(req.body, req.key)
+            down = result.reason if result.status == "unknown" else ""
         not_applied = result.not_applied or {}
         for array, items in (("attributes", req.attributes), ("events", req.events)):
             for i, (uid, obj, sha) in enumerate(items):
@@ -334,8 +348,9 @@ def export(
     pending = pending_requests(ledger) if endpoint else []
     client = endpoint and not dry_run and (sender or CrmEndpoint(endpoint, settings.crm_api_key))
     outcomes: Outcomes = {}
+    down = ""
     if client and pending:  # first the requests that may have been applied, same key
-        send(client, pending, outcomes)
+        down = send(client, pending, outcomes, skipped="unknown")
     held = (
         {u for r in pending for u, *_ in (*r.attributes, *r.events)}
         if dry_run
@@ -357,7 +372,7 @@ def export(
         manifest |= {"source_marts": marts, "counts": p.counts, "batches": []}
         write_files(out_dir, requests, manifest)
     if client:
-        send(client, requests, outcomes)
+        send(client, requests, outcomes, down)
         applied = [(*key, o[1]) for key, o in outcomes.items() if o[0] == "applied"]
     else:  # the files are the delivery
         sent = (("attributes", p.attributes), ("events", p.events))
