@@ -282,6 +282,7 @@ def send(
                 reason = result.reason or not_applied.get((array, i))
                 outcome = "applied" if not reason else result.status.replace("applied", "failed")
                 outcomes[uid, array] = (outcome, sha, reason, obj.decode(), req.key, i)
+    return down
 
 
 def _rows(wh: Warehouse, name: str, schema: dict[str, Any]) -> pl.DataFrame:
