@@ -358,6 +358,13 @@ def test_faulty_endpoint_over_several_runs_delivers_each_change_once(
     assert delivered | {u for u, kind in rows if kind == "attributes"} == ids  # none lost
     with pytest.raises(CrmDeliveryError, match="will be sent again on the next run"):
         raise_for_failed_delivery(world, run2)
+    # still no answer: the same request again, and nothing else (its users are held)
+    key = rows[min(unanswered)]["idempotency_key"]
+    FaultyCrm.script, posts = ["timeout"] * 4, len(FaultyCrm.posts)
+    again = export(world, endpoint=crm, sender=fast(crm))
+    assert FaultyCrm.posts[posts:] == [key] * 4 and not FaultyCrm.script
+    assert again["counts"]["held"] == len({u for u, _ in unanswered})
+    assert {k for k, r in ledger(world).items() if r["outcome"] == "unknown"} == unanswered
     # withdrawals: a user of the unanswered request (applied after all), one of the
     # redirected one (never applied), one delivered; and a partial success for another
     first = lambda keys: min(u for u, kind in keys if kind == "attributes")  # noqa: E731
