@@ -160,8 +160,9 @@ def checked(audiences: pl.DataFrame) -> list[Checked]:
 def checked_on_all_cores(
     audiences: pl.DataFrame, cores: int = os.cpu_count() or 1
 ) -> list[Checked]:
-    """checked(), a share of the users per core for large audiences (target: 1M users in 20 s
-    on 2 cores, ~1.8x faster; below PARALLEL_FROM users starting processes costs more)."""
+    """checked(), a share of the users per core for large audiences (the target is 1M users
+    in 20 s on 2 cores; below PARALLEL_FROM users, starting processes costs more than it
+    saves). Spawned processes: a script calling export() needs `if __name__ == "__main__":`."""
     if audiences.height < PARALLEL_FROM or cores < 2:
         return checked(audiences)
     part = audiences.with_columns(part=pl.col("external_id").hash() % cores)
