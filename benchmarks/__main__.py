@@ -109,8 +109,7 @@ AREA_TARGETS = (
     ("dbt_build", "build after one more day / full (10M)", "<=", 0.2),
     ("ml", "single-row latency p95 ms", "<", 50),
     ("app", "simulator rerun p95 ms", "<", 100),
-    ("crm_export", "users exported per second (20k)", ">=", 200_000),
-    ("crm_export", "users exported per second (1M)", ">=", 200_000),
+    ("crm_export", "seconds, first export of 1M users (all created)", "<=", 20),
 )
 
 

@@ -98,11 +98,6 @@ class Settings:
         return self.data_dir / "reports"
 
     @property
-    def cache_dir(self) -> Path:
-        """What can be rebuilt at any time (compiled JSON Schema validators)."""
-        return self.data_dir / "cache"
-
-    @property
     def exports_dir(self) -> Path:
         return self.data_dir / "exports"
 
