@@ -48,29 +48,36 @@ def ensure_semantic_manifest(settings: Settings) -> Path:
 
 
 def run_mf(
-    settings: Settings, args: Sequence[str], *, capture: bool = True, check: bool = True
+    settings: Settings, args: Sequence[str], *, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """`mf <args>` against the settings' warehouse; MetricFlowError with mf's message on failure."""
+    """`mf <args>` against the settings' warehouse; MetricFlowError with mf's error on one line."""
     ensure_profile(settings)
     ensure_semantic_manifest(settings)
     env = {**os.environ, **settings.dbt_env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     proc = subprocess.run(
-        [mf_executable(), *args], cwd=REPO_ROOT, env=env, text=True, capture_output=capture
+        [mf_executable(), *args], cwd=REPO_ROOT, env=env, text=True, capture_output=True
     )
     if check and proc.returncode != 0:
-        lines = [
-            ln.strip() for ln in (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()
-        ]
-        reason = next((ln for ln in lines if ln.startswith("ERROR")), lines[-1] if lines else "")
-        raise MetricFlowError(f"`mf {' '.join(args)}` failed: {reason}")
+        raise MetricFlowError(
+            f"`mf {' '.join(args)}` failed: {one_line(proc.stdout + proc.stderr)}"
+        )
     return proc
+
+
+def one_line(output: str) -> str:
+    """MetricFlow's error block (from `ERROR:` to its log file pointer) on one line."""
+    text = output.replace("\r", "\n")
+    start = text.find("ERROR")
+    block = text[start:] if start >= 0 else text
+    block = block.split("Log File::")[0]
+    return " ".join(block.split()) or "no output (see logs/metricflow.log)"
 
 
 @cli_entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    proc = run_mf(get_settings(), args or ["--help"], capture=False, check=False)
-    raise SystemExit(proc.returncode)
+    proc = run_mf(get_settings(), args or ["--help"])
+    print(proc.stdout, end="")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ refund_totals as (
 
 cancelled_bookings as (
 
-    select booking_id from first_cancellation where cancellation_rank = 1
+    select booking_id from first_cancellation
+    where cancellation_rank = 1
     union distinct
     select booking_id from refund_totals
 

@@ -69,11 +69,20 @@ refund_days as (
 
 route_days as (
 
-    select route_id, performance_date from search_days
+    select
+        route_id,
+        performance_date
+    from search_days
     union distinct
-    select route_id, performance_date from booking_days
+    select
+        route_id,
+        performance_date
+    from booking_days
     union distinct
-    select route_id, performance_date from refund_days
+    select
+        route_id,
+        performance_date
+    from refund_days
 
 ),
 

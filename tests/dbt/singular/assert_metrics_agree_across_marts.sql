@@ -36,55 +36,42 @@ raw_refunds as (
 
 figures as (
 
-    select 'searches' as metric, 'fct_searches' as mart, count(*) as figure
-    from {{ ref('fct_searches') }} where not is_excluded_traffic
-    union all
-    select 'converted_searches', 'fct_searches', sum(case when is_converted then 1 else 0 end)
-    from {{ ref('fct_searches') }} where not is_excluded_traffic
-    union all
-    select 'bookings', 'fct_bookings', count(*)
-    from {{ ref('fct_bookings') }} where not is_excluded_traffic
-    union all
-    select 'gross_revenue_eur', 'fct_bookings', sum(gross_revenue_eur)
-    from {{ ref('fct_bookings') }} where not is_excluded_traffic
-    union all
-    select 'discount_eur', 'fct_bookings', sum(discount_eur)
-    from {{ ref('fct_bookings') }} where not is_excluded_traffic
-    union all
-    select 'refund_eur', 'fct_bookings', sum(refund_eur)
-    from {{ ref('fct_bookings') }} where not is_excluded_traffic
-    union all
-    select 'refunded_bookings', 'fct_bookings', sum(case when is_refunded then 1 else 0 end)
-    from {{ ref('fct_bookings') }} where not is_excluded_traffic
-    union all
-    select 'net_revenue_eur', 'fct_bookings', sum(booking_cohort_net_revenue_eur)
-    from {{ ref('fct_bookings') }} where not is_excluded_traffic
-    union all
-    select 'refund_eur', 'fct_cancellations', sum(refund_eur)
-    from {{ ref('fct_cancellations') }} where not is_excluded_traffic
-    union all
-    select 'refunded_bookings', 'fct_cancellations', sum(case when is_refunded then 1 else 0 end)
-    from {{ ref('fct_cancellations') }} where not is_excluded_traffic
+    {%- set real = 'not is_excluded_traffic' %}
+    {%- set figures = [
+        ('searches', 'fct_searches', 'count(*)', real),
+        ('converted_searches', 'fct_searches', 'sum(case when is_converted then 1 else 0 end)', real),
+        ('bookings', 'fct_bookings', 'count(*)', real),
+        ('gross_revenue_eur', 'fct_bookings', 'sum(gross_revenue_eur)', real),
+        ('discount_eur', 'fct_bookings', 'sum(discount_eur)', real),
+        ('refund_eur', 'fct_bookings', 'sum(refund_eur)', real),
+        ('refunded_bookings', 'fct_bookings', 'sum(case when is_refunded then 1 else 0 end)', real),
+        ('net_revenue_eur', 'fct_bookings', 'sum(booking_cohort_net_revenue_eur)', real),
+        ('refund_eur', 'fct_cancellations', 'sum(refund_eur)', real),
+        ('refunded_bookings', 'fct_cancellations', 'sum(case when is_refunded then 1 else 0 end)', real),
+        ('bookings', 'dim_users', 'sum(lifetime_bookings)', real),
+        ('net_revenue_eur', 'dim_users', 'sum(lifetime_net_revenue_eur)', real),
+        ('bookings', 'customer_rfm', 'sum(frequency)', 'true'),
+        ('net_revenue_eur', 'customer_rfm', 'sum(monetary_eur)', 'true'),
+    ] %}
     {%- for metric in ['searches', 'converted_searches', 'bookings', 'gross_revenue_eur',
                        'discount_eur', 'refund_eur', 'refunded_bookings', 'net_revenue_eur'] %}
-        union all
-        select '{{ metric }}', 'fct_daily_performance', sum({{ metric }})
-        from {{ ref('fct_daily_performance') }}
+        {%- do figures.append((metric, 'fct_daily_performance', 'sum(' ~ metric ~ ')', 'true')) %}
     {%- endfor %}
-    union all
-    select 'bookings', 'dim_users', sum(lifetime_bookings) from users
-    union all
-    select 'net_revenue_eur', 'dim_users', sum(lifetime_net_revenue_eur) from users
-    union all
-    select 'bookings', 'customer_rfm', sum(frequency) from {{ ref('customer_rfm') }}
-    union all
-    select 'net_revenue_eur', 'customer_rfm', sum(monetary_eur) from {{ ref('customer_rfm') }}
-    union all
+
+    {% for metric, mart, expression, condition in figures %}
+        select
+            '{{ metric }}' as metric,
+            '{{ mart }}' as mart,
+            {{ expression }} as figure
+        from {{ ref(mart) }}
+        where {{ condition }}
+        union all
+    {% endfor %}
     select
-        'net_revenue_eur',
-        'raw events',
+        'net_revenue_eur' as metric,
+        'raw events' as mart,
         (select sum(paid_eur) from raw_purchases)
-        - coalesce((select sum(refund_eur) from raw_refunds), 0)
+        - coalesce((select sum(refund_eur) from raw_refunds), 0) as figure
 
 ),
 

@@ -3,12 +3,12 @@
 {% for model in ['fct_searches', 'fct_bookings', 'fct_cancellations'] %}
     select
         '{{ model }}' as model_name,
-        facts.user_id
-    from {{ ref(model) }} as facts
-    inner join {{ ref('dim_users') }} as users on facts.user_id = users.user_id
+        fact_rows.user_id
+    from {{ ref(model) }} as fact_rows
+    inner join {{ ref('dim_users') }} as dim_users on fact_rows.user_id = dim_users.user_id
     where
-        facts.is_bot_user != users.is_bot_user
-        or facts.is_internal_user != users.is_internal_user
-        or facts.is_excluded_traffic != users.is_excluded_traffic
+        fact_rows.is_bot_user != dim_users.is_bot_user
+        or fact_rows.is_internal_user != dim_users.is_internal_user
+        or fact_rows.is_excluded_traffic != dim_users.is_excluded_traffic
     {% if not loop.last %}union all{% endif %}
 {% endfor %}
