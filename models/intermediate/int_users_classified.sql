@@ -15,9 +15,15 @@ daily_searches as (
 
 ),
 
-daily_activity as (
+sessions as (
 
-    select * from {{ ref('int_user_activity_daily') }}
+    select * from {{ ref('int_sessions_aggregated') }}
+
+),
+
+purchases as (
+
+    select * from {{ ref('stg_app__purchases') }}
 
 ),
 
@@ -25,9 +31,13 @@ event_users as (
 
     select distinct user_id
     from (
+        {#- sessions and purchases, not int_user_activity_daily: that reads fct_bookings, which
+            carries these flags -#}
         select user_id from daily_searches
         union all
-        select user_id from daily_activity
+        select user_id from sessions
+        union all
+        select user_id from purchases
     ) as seen
 
 ),

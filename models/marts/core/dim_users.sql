@@ -35,7 +35,7 @@ user_bookings as (
     select
         user_id,
         count(*) as lifetime_bookings,
-        sum(net_revenue_eur) as lifetime_net_revenue_eur,
+        sum(booking_cohort_net_revenue_eur) as lifetime_net_revenue_eur,
         min(purchased_at) as first_booking_at,
         max(purchased_at) as last_booking_at
 
@@ -73,8 +73,8 @@ final as (
         classified.is_internal_user,
         classified.is_bot_user,
         classified.is_excluded_traffic,
-        coalesce(user_bookings.lifetime_bookings, 0) as lifetime_bookings,
-        coalesce(user_bookings.lifetime_net_revenue_eur, 0) as lifetime_net_revenue_eur,
+        cast(coalesce(user_bookings.lifetime_bookings, 0) as {{ dbt.type_bigint() }}) as lifetime_bookings,
+        cast(coalesce(user_bookings.lifetime_net_revenue_eur, 0) as {{ dbt.type_numeric() }}) as lifetime_net_revenue_eur,
         user_bookings.first_booking_at,
         user_bookings.last_booking_at,
         user_activity.last_active_date,

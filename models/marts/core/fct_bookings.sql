@@ -8,13 +8,13 @@ purchases as (
 
 cancellations as (
 
-    select * from {{ ref('stg_app__cancellations') }}
+    select * from {{ ref('fct_cancellations') }}
 
 ),
 
-refunds as (
+users as (
 
-    select * from {{ ref('stg_app__refunds') }}
+    select * from {{ ref('int_users_classified') }}
 
 ),
 
@@ -22,29 +22,6 @@ attribution as (
 
     select * from {{ ref('int_searches_joined_to_bookings') }}
     where booking_id is not null
-
-),
-
-first_cancellation as (
-
-    select
-        booking_id,
-        min(cancelled_at) as cancelled_at
-
-    from cancellations
-    group by 1
-
-),
-
-refund_totals as (
-
-    select
-        booking_id,
-        sum(refund_eur) as refund_eur,
-        max(refunded_at) as refunded_at
-
-    from refunds
-    group by 1
 
 ),
 
@@ -68,17 +45,27 @@ final as (
         purchases.is_round_trip,
         purchases.gross_price_eur as gross_revenue_eur,
         purchases.discount_eur,
-        coalesce(refund_totals.refund_eur, 0) as refund_eur,
-        purchases.gross_price_eur - purchases.discount_eur - coalesce(refund_totals.refund_eur, 0) as net_revenue_eur,
-        first_cancellation.cancelled_at,
-        refund_totals.refunded_at,
-        first_cancellation.booking_id is not null as is_cancelled,
-        purchases.discount_eur > 0 as has_discount
+        cast(purchases.gross_price_eur - purchases.discount_eur as {{ dbt.type_numeric() }}) as booking_revenue_eur,
+        cast(coalesce(cancellations.refund_eur, 0) as {{ dbt.type_numeric() }}) as refund_eur,
+        cast(
+            purchases.gross_price_eur - purchases.discount_eur - coalesce(cancellations.refund_eur, 0)
+            as {{ dbt.type_numeric() }}
+        ) as booking_cohort_net_revenue_eur,
+        cancellations.cancelled_at,
+        cancellations.cancel_reason,
+        cancellations.refunded_at,
+        cancellations.refund_date,
+        cancellations.booking_id is not null as is_cancelled,
+        coalesce(cancellations.is_refunded, false) as is_refunded,
+        purchases.discount_eur > 0 as has_discount,
+        users.is_bot_user,
+        users.is_internal_user,
+        users.is_excluded_traffic
 
     from purchases
     left join attribution on purchases.booking_id = attribution.booking_id
-    left join first_cancellation on purchases.booking_id = first_cancellation.booking_id
-    left join refund_totals on purchases.booking_id = refund_totals.booking_id
+    left join cancellations on purchases.booking_id = cancellations.booking_id
+    inner join users on purchases.user_id = users.user_id
 
 )
 

@@ -6,6 +6,7 @@
         partition_by=day_partition('search_date'),
         cluster_by=['route_id', 'user_id'],
         on_schema_change='append_new_columns',
+        post_hook="{{ refresh_traffic_flags() }}",
     )
 }}
 
@@ -58,6 +59,12 @@ stations as (
 holidays as (
 
     select * from {{ ref('holidays') }}
+
+),
+
+users as (
+
+    select * from {{ ref('int_users_classified') }}
 
 ),
 
@@ -121,7 +128,10 @@ final as (
         selected.search_id is not null as has_selected_fare,
         checked_out.search_id is not null as has_begun_checkout,
         attribution.booking_id,
-        attribution.booking_id is not null as is_converted
+        attribution.booking_id is not null as is_converted,
+        users.is_bot_user,
+        users.is_internal_user,
+        users.is_excluded_traffic
 
     from searches
     left join first_results on searches.search_id = first_results.search_id
@@ -129,6 +139,7 @@ final as (
     left join checked_out on searches.search_id = checked_out.search_id
     left join attribution on searches.search_id = attribution.search_id
     left join stations on searches.origin_station_id = stations.station_id
+    inner join users on searches.user_id = users.user_id
     left join origin_holidays
         on
             searches.travel_date = origin_holidays.holiday_date
