@@ -118,8 +118,9 @@ INCREMENTAL_MARTS = [
 def test_full_refresh_equals_an_incremental_sequence(
     tmp_path: Path, empty_settings: Settings
 ) -> None:
-    """Deliveries arrive in three waves, late events included; the incremental models built
-    after each wave end up identical to one full refresh over everything."""
+    """Deliveries arrive in three waves, late events included, and five users' extract rows
+    only with the last one (after their events were built); the incremental models built after
+    each wave end up identical to one full refresh over everything."""
     settings = empty_settings.with_overrides(
         data_dir=tmp_path / "data",
         duckdb_path=tmp_path / "data" / "warehouse.duckdb",
@@ -131,6 +132,7 @@ def test_full_refresh_equals_an_incremental_sequence(
               *(f"+{name}" for _, name in INCREMENTAL_MARTS)]  # fmt: skip
     run_dbt(settings, ["seed"], capture=True)
     waves = (datetime(2026, 3, 20, tzinfo=UTC), datetime(2026, 3, 30, tzinfo=UTC), None)
+    late_users: list[str] = []
     for received_before in waves:
         load(settings, reload=True)  # every file again: the last wave held some rows back
         if received_before:  # these deliveries have not arrived yet
@@ -139,11 +141,30 @@ def test_full_refresh_equals_an_incremental_sequence(
                 assert wh.query(not_yet, {"t": received_before})["n"][0] > 0
                 hold_back_deliveries(wh, received_before)
                 assert wh.query(not_yet, {"t": received_before})["n"][0] == 0
+                # five users' extract rows arrive only with the last wave, after their events
+                late_users = (
+                    late_users
+                    or wh.query(
+                        "select distinct user_id from raw.search_route "
+                        "where occurred_at < '2026-03-06' order by user_id limit 5"
+                    )["user_id"].to_list()
+                )
+                wh.execute(
+                    "delete from raw.users where user_id in (select unnest($ids))",
+                    {"ids": late_users},
+                )
         run_dbt(settings, select, capture=True)
     with connect(settings) as wh:
         incremental = {name: wh.read(layer, name) for layer, name in INCREMENTAL_MARTS}
     run_dbt(settings, [*select, "--full-refresh"], capture=True)
     with connect(settings) as wh:
+        # the late users' early searches, older than any incremental rebuild, have features
+        early = wh.query(
+            "select count(*) as n from marts.ml_booking_propensity_features "
+            "where user_id in (select unnest($ids)) and search_date < '2026-03-06'",
+            {"ids": late_users},
+        )
+        assert early["n"][0] > 0
         for layer, name in INCREMENTAL_MARTS:
             full = wh.read(layer, name)
             key = full.columns[0]  # every one of these marts leads with its primary key
