@@ -87,15 +87,7 @@ candidates as (
         end as is_same_ticket
 
     from purchases
-    inner join searches
-        on
-            purchases.user_id = searches.user_id
-            and purchases.origin_station_id = searches.origin_station_id
-            and purchases.destination_station_id = searches.destination_station_id
-            and purchases.travel_date = searches.travel_date
-            and purchases.purchased_at >= searches.searched_at
-            and searches.searched_at
-            >= {{ add_days_to_timestamp(-1 * window_days, 'purchases.purchased_at') }}
+    inner join searches on {{ is_attribution_candidate('purchases', 'searches') }}
     left join checkouts on searches.search_id = checkouts.search_id
     group by 1, 2, 3, 4, 7, 8
 

@@ -36,15 +36,7 @@ final as (
         searches.search_id as free_search_id
 
     from purchases
-    inner join searches
-        on
-            purchases.user_id = searches.user_id
-            and purchases.origin_station_id = searches.origin_station_id
-            and purchases.destination_station_id = searches.destination_station_id
-            and purchases.travel_date = searches.travel_date
-            and purchases.purchased_at >= searches.searched_at
-            and searches.searched_at
-            >= {{ add_days_to_timestamp(-1 * var('attribution_window_days'), 'purchases.purchased_at') }}
+    inner join searches on {{ is_attribution_candidate('purchases', 'searches') }}
     inner join attribution
         on
             searches.search_id = attribution.search_id
