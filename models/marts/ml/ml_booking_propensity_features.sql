@@ -34,7 +34,9 @@ late_users as (
     {#- real users with searches before the rebuilt days but no feature row yet: their extract
         row arrived after their searches were built (none on a first run or full refresh) -#}
     {%- if since is none %}
-        select user_id from users where false
+        select users.user_id
+        from users
+        where false
     {%- else %}
         select users.user_id
 
@@ -76,12 +78,13 @@ bookings as (
 earlier_searches as (
 
     select
-        user_id,
+        earlier.user_id,
         count(*) as searches
 
-    from {{ ref('fct_searches') }}
-    {{ where_before('search_date', since, 'date') }}
-    and user_id not in (select user_id from late_users)
+    from {{ ref('fct_searches') }} as earlier
+    where
+        {{ 'false' if since is none else 'earlier.search_date < ' ~ since_literal(since, 'date') }}
+        and earlier.user_id not in (select late_users.user_id from late_users)
     group by 1
 
 ),
@@ -89,12 +92,13 @@ earlier_searches as (
 earlier_bookings as (
 
     select
-        user_id,
+        earlier.user_id,
         count(*) as bookings
 
-    from {{ ref('fct_bookings') }}
-    {{ where_before('purchased_at', since) }}
-    and user_id not in (select user_id from late_users)
+    from {{ ref('fct_bookings') }} as earlier
+    where
+        {{ 'false' if since is none else 'earlier.purchased_at < ' ~ since_literal(since) }}
+        and earlier.user_id not in (select late_users.user_id from late_users)
     group by 1
 
 ),
