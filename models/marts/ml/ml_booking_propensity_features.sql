@@ -2,7 +2,11 @@
     Incremental like fct_searches (a late purchase can still convert an older search); a user's
     history before the rebuilt days is summed once per user instead of re-walking every event.
     search_id breaks ties between searches at the same instant: without it the counts, and the
-    model trained on them, would change from run to run. -#}
+    model trained on them, would change from run to run.
+    Late users: a user known only from events (inferred: no users extract row yet) has no
+    features. When their extract row arrives, an incremental run also rebuilds every search of
+    each real user who has searches but no row here yet, so it gives the same rows as a full
+    refresh (their history is then walked in full instead of summed). -#}
 {{
     config(
         materialized='incremental',
@@ -19,28 +23,68 @@
 
 with
 
+users as (
+
+    select * from {{ ref('dim_users') }}
+
+),
+
+late_users as (
+
+    {#- real users with searches before the rebuilt days but no feature row yet: their extract
+        row arrived after their searches were built (none on a first run or full refresh) -#}
+    {%- if since is none %}
+        select users.user_id
+        from users
+        where false
+    {%- else %}
+        select users.user_id
+
+        from users
+        where
+            not users.is_excluded_traffic
+            and not users.is_inferred_user
+            and users.user_id in (
+                select user_id from {{ ref('fct_searches') }}
+                {{ where_before('search_date', since, 'date') }}
+            )
+            and users.user_id not in (select user_id from {{ this }})
+    {%- endif %}
+
+),
+
 searches as (
 
     select * from {{ ref('fct_searches') }}
-    {{ where_since('search_date', since, 'date') }}
+    {%- if since is not none %}
+        where
+            search_date >= {{ since_literal(since, 'date') }}
+            or user_id in (select user_id from late_users)
+    {%- endif %}
 
 ),
 
 bookings as (
 
     select * from {{ ref('fct_bookings') }}
-    {{ where_since('purchased_at', since) }}
+    {%- if since is not none %}
+        where
+            purchased_at >= {{ since_literal(since) }}
+            or user_id in (select user_id from late_users)
+    {%- endif %}
 
 ),
 
 earlier_searches as (
 
     select
-        user_id,
+        earlier.user_id,
         count(*) as searches
 
-    from {{ ref('fct_searches') }}
-    {{ where_before('search_date', since, 'date') }}
+    from {{ ref('fct_searches') }} as earlier
+    where
+        {{ 'false' if since is none else 'earlier.search_date < ' ~ since_literal(since, 'date') }}
+        and earlier.user_id not in (select late_users.user_id from late_users)
     group by 1
 
 ),
@@ -48,18 +92,14 @@ earlier_searches as (
 earlier_bookings as (
 
     select
-        user_id,
+        earlier.user_id,
         count(*) as bookings
 
-    from {{ ref('fct_bookings') }}
-    {{ where_before('purchased_at', since) }}
+    from {{ ref('fct_bookings') }} as earlier
+    where
+        {{ 'false' if since is none else 'earlier.purchased_at < ' ~ since_literal(since) }}
+        and earlier.user_id not in (select late_users.user_id from late_users)
     group by 1
-
-),
-
-users as (
-
-    select * from {{ ref('dim_users') }}
 
 ),
 

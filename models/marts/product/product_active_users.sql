@@ -143,13 +143,17 @@ counts as (
 final as (
 
     select
-        activity_date,
-        cast(daily_active_users as {{ dbt.type_bigint() }}) as daily_active_users,
-        cast(weekly_active_users as {{ dbt.type_bigint() }}) as weekly_active_users,
-        cast(monthly_active_users as {{ dbt.type_bigint() }}) as monthly_active_users,
-        {{ safe_ratio('daily_active_users', 'monthly_active_users') }} as stickiness
+        counts.activity_date,
+        cast(counts.daily_active_users as {{ dbt.type_bigint() }}) as daily_active_users,
+        cast(counts.weekly_active_users as {{ dbt.type_bigint() }}) as weekly_active_users,
+        cast(counts.monthly_active_users as {{ dbt.type_bigint() }}) as monthly_active_users,
+        {{ safe_ratio('counts.daily_active_users', 'counts.monthly_active_users') }} as stickiness,
+        {#- the window reaches back before the first observed day: the count is partial -#}
+        counts.activity_date >= {{ add_days_to_date(6, 'bounds.first_date') }} as is_wau_complete,
+        counts.activity_date >= {{ add_days_to_date(29, 'bounds.first_date') }} as is_mau_complete
 
     from counts
+    cross join bounds
 
 )
 

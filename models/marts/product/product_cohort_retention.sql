@@ -12,6 +12,17 @@ users as (
 
 ),
 
+bounds as (
+
+    {#- the days the data covers: what happened outside them is not observed -#}
+    select
+        min(activity_date) as first_date,
+        max(activity_date) as last_date
+
+    from activity
+
+),
+
 cohorts as (
 
     select
@@ -49,7 +60,7 @@ active_weeks as (
 
 ),
 
-final as (
+retention as (
 
     select
         {{ dbt.concat(["cast(active_weeks.cohort_week as " ~ dbt.type_string() ~ ")", "'|'", "cast(active_weeks.weeks_since_signup as " ~ dbt.type_string() ~ ")"]) }} as cohort_week_id,
@@ -62,6 +73,21 @@ final as (
     from active_weeks
     inner join cohort_sizes on active_weeks.cohort_week = cohort_sizes.cohort_week
     group by 1, 2, 3, 4
+
+),
+
+final as (
+
+    select
+        retention.*,
+        {#- signed up before the data starts: their early weeks are not (fully) observed -#}
+        retention.cohort_week < bounds.first_date as is_left_censored,
+        {#- the week runs past the last observed day: its active users are still counting -#}
+        {{ add_days_to_date('7 * retention.weeks_since_signup + 6', 'retention.cohort_week') }}
+        > bounds.last_date as is_partial_week
+
+    from retention
+    cross join bounds
 
 )
 

@@ -32,6 +32,32 @@ user_days as (
 
 ),
 
+all_platform_user_days as (
+
+    {#- a user on two platforms the same day is one user of the day: platform rows do not add up
+        to daily users, so the day's total is its own row (platform 'all') -#}
+    select
+        funnel_date,
+        'all' as platform,
+        user_id,
+        max(has_viewed_results) as has_viewed_results,
+        max(has_selected_fare) as has_selected_fare,
+        max(has_begun_checkout) as has_begun_checkout,
+        max(is_converted) as is_converted
+
+    from user_days
+    group by 1, 2, 3
+
+),
+
+every_user_day as (
+
+    select * from user_days
+    union all
+    select * from all_platform_user_days
+
+),
+
 steps as (
 
     select
@@ -43,7 +69,7 @@ steps as (
         cast(sum(has_begun_checkout) as {{ dbt.type_bigint() }}) as checkout_users,
         cast(sum(is_converted) as {{ dbt.type_bigint() }}) as purchased_users
 
-    from user_days
+    from every_user_day
     group by 1, 2
 
 ),

@@ -1,7 +1,13 @@
 {{ config(materialized='view') }}
 
 {#- Users the CRM may contact: real users (no internal or bot traffic) whose current consent in
-    the users snapshot allows marketing, with their latest search and scores. -#}
+    the users snapshot allows marketing (the latest of the users extract and the consent events,
+    see int_users_consent_resolved), with their latest search, their scores and their one CRM
+    audience. Audience priority (one audience per user): both audiences start from users who
+    searched recently and have not booked since; a user whose latest search scored medium or
+    high intent is `high_intent` (a message about that search, with at most a 5% discount),
+    whatever their churn risk; the others above the churn threshold are `high_churn_risk`
+    (the costlier 10% win-back offer). -#}
 with
 
 users as (
@@ -68,7 +74,7 @@ last_booking as (
 
 ),
 
-final as (
+eligible as (
 
     select
         users.user_id,
@@ -101,6 +107,20 @@ final as (
     where
         not users.is_excluded_traffic
         and consent.has_marketing_consent
+
+),
+
+final as (
+
+    select
+        *,
+        case
+            when not is_recent_unbooked_searcher then null
+            when intent_band in ('medium', 'high') then 'high_intent'
+            when churn_probability > {{ var('crm_churn_threshold') }} then 'high_churn_risk'
+        end as crm_audience
+
+    from eligible
 
 )
 

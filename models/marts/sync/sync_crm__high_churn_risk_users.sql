@@ -20,7 +20,7 @@ final as (
         'win_back_10_percent' as recommended_offer
 
     from eligible
-    where is_recent_unbooked_searcher and churn_probability > {{ var('crm_churn_threshold') }}
+    where crm_audience = 'high_churn_risk'  -- one audience per user: the rule is in int_crm_eligible_users
 
 )
 

@@ -23,7 +23,7 @@ final as (
         end as recommended_offer
 
     from eligible
-    where is_recent_unbooked_searcher and intent_band in ('medium', 'high')
+    where crm_audience = 'high_intent'  -- one audience per user: the rule is in int_crm_eligible_users
 
 )
 
