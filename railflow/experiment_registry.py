@@ -47,7 +47,7 @@ SCHEMA: dict[str, pl.DataType] = {
     "primary_metric": pl.Utf8(),
     "secondary_metrics": pl.Utf8(),
     "guardrail_metrics": pl.Utf8(),
-    "trigger": pl.Utf8(),
+    "exposure_trigger": pl.Utf8(),
 }
 
 
@@ -68,7 +68,7 @@ class Experiment:
     primary_metric: str
     secondary_metrics: tuple[str, ...]
     guardrail_metrics: tuple[str, ...]
-    trigger: str | None
+    exposure_trigger: str | None
 
     @property
     def treatment_share(self) -> float:
@@ -107,7 +107,7 @@ def _experiment(row: dict, where: str) -> Experiment:
         raise RegistryError(
             f"{where} ({name}): unit {row['unit']!r} is not supported; use one of {sorted(UNITS)}"
         )
-    trigger = (row["trigger"] or "").strip() or None
+    trigger = (row["exposure_trigger"] or "").strip() or None
     if trigger is not None and trigger not in TRIGGERS:
         raise RegistryError(
             f"{where} ({name}): unknown trigger {trigger!r}; known: {', '.join(sorted(TRIGGERS))}"
@@ -137,7 +137,7 @@ def _experiment(row: dict, where: str) -> Experiment:
         primary_metric=row["primary_metric"],
         secondary_metrics=secondary,
         guardrail_metrics=guardrail,
-        trigger=trigger,
+        exposure_trigger=trigger,
     )
 
 

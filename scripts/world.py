@@ -462,7 +462,7 @@ class World:
         planted = PARAMS["experiments"]
         for exp_id, design in self.experiments.items():
             cfg = planted.get(exp_id, {})
-            triggered = design.trigger == "medium_intent_search"
+            triggered = design.exposure_trigger == "medium_intent_search"
             if triggered:
                 lo, hi = planted["medium_intent_band"]
                 first = (
