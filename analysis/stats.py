@@ -122,22 +122,21 @@ def welch_ttest(control: np.ndarray, treatment: np.ndarray, alpha: float = 0.05)
 
 
 def sequential_halfwidth(
-    se: float, n_total: int, alpha: float = 0.05, tuning_n: int = SEQUENTIAL_TUNING_N
-) -> float:
+    se: float | np.ndarray,
+    n_total: int | np.ndarray,
+    alpha: float = 0.05,
+    tuning_n: int = SEQUENTIAL_TUNING_N,
+) -> float | np.ndarray:
     """Half-width of the always-valid (1 − alpha) confidence sequence of Howard et al. (2021,
     normal mixture), as in GrowthBook's sequential mode: valid at every look, however many.
     `se` is the standard error of the estimate on `n_total` units (both arms); the mixture is
-    tuned to be narrowest around `tuning_n` units."""
+    tuned to be narrowest around `tuning_n` units. Works on arrays (the simulations)."""
     log_alpha = -2 * math.log(alpha)
     rho = (log_alpha + math.log(log_alpha + 1)) / tuning_n
-    sigma2 = se**2 * n_total  # the per-unit variance behind se
-    return math.sqrt(
-        sigma2
-        * 2
-        * (n_total * rho + 1)
-        / (n_total**2 * rho)
-        * math.log(math.sqrt(n_total * rho + 1) / alpha)
-    )
+    n = np.asarray(n_total, dtype=float)
+    sigma2 = np.asarray(se, dtype=float) ** 2 * n  # the per-unit variance behind se
+    half = np.sqrt(sigma2 * 2 * (n * rho + 1) / (n**2 * rho) * np.log(np.sqrt(n * rho + 1) / alpha))
+    return float(half) if half.ndim == 0 else half
 
 
 def sequential(

@@ -4,17 +4,23 @@ An analyst adds an experiment by adding a row (no Python). The same file is a db
 experiment marts join it), the generator plants its splits, start days and triggers, and the
 readouts take their split, metrics and planned end from it. docs/experiments.md describes the
 columns. A bad row is refused with one line naming the experiment and the column.
+
+    python -m railflow.experiment_registry                 # check the registry, list it
+    python -m railflow.experiment_registry --path my.csv   # check another file
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from railflow.errors import RailflowError
+from railflow.errors import RailflowError, cli_entrypoint
 from railflow.settings import REPO_ROOT
 
 REGISTRY_PATH = REPO_ROOT / "seeds" / "experiment_registry.csv"
@@ -167,3 +173,28 @@ def load_registry(path: Path = REGISTRY_PATH) -> dict[str, Experiment]:
             )
         experiments[experiment.experiment_id] = experiment
     return experiments
+
+
+@cli_entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m railflow.experiment_registry",
+        description="Check the experiment registry and list its experiments.",
+    )
+    parser.add_argument("--path", type=Path, default=REGISTRY_PATH, help="registry CSV")
+    args = parser.parse_args(argv)
+    for e in load_registry(args.path).values():
+        end = (
+            f"{e.planned_duration_days} days"
+            if e.planned_duration_days
+            else f"{e.planned_users_per_arm:,} users/arm"
+        )
+        print(
+            f"{e.experiment_id}: primary {e.primary_metric}, split "
+            f"{e.planned_split['control']:g}/{e.planned_split['treatment']:g}, from day "
+            f"{e.start_day}, planned {end}, trigger {e.exposure_trigger or 'none'}"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
