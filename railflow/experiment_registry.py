@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
-
 from railflow.errors import RailflowError, cli_entrypoint
 from railflow.settings import REPO_ROOT
 
@@ -40,21 +38,6 @@ LOWER_IS_BETTER = frozenset({"refund_per_user"})
 # the first search the trigger fires on (docs/experiments.md).
 TRIGGERS = frozenset({"medium_intent_search"})
 UNITS = frozenset({"user"})
-SCHEMA: dict[str, pl.DataType] = {
-    "experiment_id": pl.Utf8(),
-    "hypothesis": pl.Utf8(),
-    "owner": pl.Utf8(),
-    "unit": pl.Utf8(),
-    "control_share": pl.Float64(),
-    "treatment_share": pl.Float64(),
-    "start_day": pl.Int64(),
-    "planned_duration_days": pl.Int64(),
-    "planned_users_per_arm": pl.Int64(),
-    "primary_metric": pl.Utf8(),
-    "secondary_metrics": pl.Utf8(),
-    "guardrail_metrics": pl.Utf8(),
-    "exposure_trigger": pl.Utf8(),
-}
 
 
 class RegistryError(RailflowError):
@@ -150,19 +133,9 @@ def _experiment(row: dict, where: str) -> Experiment:
 def load_registry(path: Path = REGISTRY_PATH) -> dict[str, Experiment]:
     """Every experiment of the registry, in file order (the generator plants them in that
     order), validated; RegistryError (one line) on the first bad row."""
-    try:
-        df = pl.read_csv(path, schema_overrides=SCHEMA)
-    except OSError as exc:
-        raise RegistryError(
-            f"experiment registry {path} cannot be read ({exc.strerror}); restore it from git"
-        ) from None
-    except Exception as exc:  # polars raises several error types for bad CSV
-        first = str(exc).splitlines()[0]
-        raise RegistryError(f"experiment registry {path} does not parse: {first}") from None
-    if list(df.columns) != list(SCHEMA):
-        raise RegistryError(
-            f"experiment registry {path} has columns {df.columns}; expected {list(SCHEMA)}"
-        )
+    from scripts.reference import read_seed  # the seeds' reader (types, one-line errors)
+
+    df = read_seed("experiment_registry", path=path)
     experiments: dict[str, Experiment] = {}
     for line, row in enumerate(df.iter_rows(named=True), start=2):
         experiment = _experiment(row, f"experiment registry {path.name} line {line}")

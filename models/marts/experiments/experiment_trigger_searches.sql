@@ -2,17 +2,17 @@
     both arms. The exposure is logged when a user's first eligible search (for the discount: a
     medium-intent one) is made, so the first search of the user at or after the exposure, within a
     minute, is that search; later eligible searches are not marked in the control arm, so only
-    this one is compared (same selection in both arms). -#}
+    this one is compared (same selection in both arms). The users are those of the readouts
+    (experiment_user_outcomes: no excluded traffic, no conflicting variants). -#}
 with
 
-exposures as (
+users as (
 
-    select * from {{ ref('experiment_exposures') }}
-    where not is_excluded_traffic and not has_conflicting_variants
+    select * from {{ ref('experiment_user_outcomes') }}
 
 ),
 
-designs as (
+triggered as (
 
     select * from {{ ref('experiment_designs') }}
     where is_triggered
@@ -28,27 +28,27 @@ searches as (
 candidates as (
 
     select
-        exposures.exposure_id,
-        exposures.experiment_id,
-        exposures.user_id,
-        exposures.variant,
-        exposures.exposed_at,
+        users.exposure_id,
+        users.experiment_id,
+        users.user_id,
+        users.variant,
+        users.exposed_at,
         searches.search_id,
         searches.searched_at,
         searches.discount_offered_eur,
         searches.is_converted,
         row_number() over (
-            partition by exposures.exposure_id order by searches.searched_at, searches.search_id
+            partition by users.exposure_id order by searches.searched_at, searches.search_id
         ) as search_rank
 
-    from exposures
-    inner join designs on exposures.experiment_id = designs.experiment_id
+    from users
+    inner join triggered on users.experiment_id = triggered.experiment_id
     inner join searches
         on
-            exposures.user_id = searches.user_id
-            and searches.searched_at >= exposures.exposed_at
+            users.user_id = searches.user_id
+            and searches.searched_at >= users.exposed_at
             and searches.searched_at
-            < cast({{ dbt.dateadd('minute', 1, 'exposures.exposed_at') }} as {{ dbt.type_timestamp() }})
+            < cast({{ dbt.dateadd('minute', 1, 'users.exposed_at') }} as {{ dbt.type_timestamp() }})
 
 ),
 
