@@ -182,11 +182,7 @@ def decide(
         if mode == "sequential"
         else "fixed-horizon test at the planned end"
     )
-    broken = [
-        g for g in guardrails
-        if metrics.get(g) and _significant(metrics[g], mode)
-        and not _is_better(g, metrics[g]["abs_lift"])
-    ]  # fmt: skip
+    broken = [g for g in guardrails if (metrics.get(g) or {}).get("guardrail_broken")]
     if _significant(m, mode):
         if _is_better(primary, m["abs_lift"]):
             if broken:
