@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -278,3 +278,33 @@ def test_no_exposures_is_a_one_line_error_and_loses_nothing(world: Settings) -> 
         ]
     with connect(world) as wh:
         assert wh.read("reports", "experiment_readouts").equals(before)
+
+
+def test_the_generator_plants_what_the_registry_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry edited by an analyst (no Python): a new split, one experiment removed, a new
+    one added; the generator plants exactly that."""
+    from railflow.experiment_registry import REGISTRY_PATH
+    from scripts import world
+    from scripts.generate import generate
+
+    rows = REGISTRY_PATH.read_text().splitlines()
+    edited = [rows[0]]
+    for row in rows[1:]:
+        if row.startswith("aa_test,"):
+            edited.append(row.replace(",0.5,0.5,0,", ",0.2,0.8,0,"))
+        elif row.startswith("medium_intent_discount,"):
+            edited.append(row)
+    edited.append("new_banner,A banner raises searches.,growth,user,0.5,0.5,20,30,,"
+                  "searches_per_user,conversion,,")  # fmt: skip
+    registry = tmp_path / "registry.csv"
+    registry.write_text("\n".join(edited) + "\n")
+    monkeypatch.setattr(world, "load_registry", lambda: load_registry(registry))
+    generate(tmp_path / "data", 800, 60, date(2026, 3, 1), 3, "salt", progress=False)
+    exposures = pl.read_parquet(tmp_path / "data" / "truth" / "exposures.parquet")
+    assert set(exposures["experiment_id"]) == {"medium_intent_discount", "aa_test", "new_banner"}
+    aa = exposures.filter(pl.col("experiment_id") == "aa_test")
+    assert (aa["variant"] == "treatment").mean() == pytest.approx(0.8, abs=0.05)
+    banner = exposures.filter(pl.col("experiment_id") == "new_banner")["exposed_at"]
+    assert banner.min() >= datetime(2026, 3, 21, tzinfo=UTC)
