@@ -46,7 +46,7 @@ candidates as (
     inner join searches
         on
             users.user_id = searches.user_id
-            and searches.searched_at >= users.exposed_at
+            and users.exposed_at <= searches.searched_at
             and searches.searched_at
             < cast({{ dbt.dateadd('minute', 1, 'users.exposed_at') }} as {{ dbt.type_timestamp() }})
 
