@@ -58,6 +58,13 @@ METRIC_COLUMNS: dict[str, tuple[str, str]] = {
     "searches_per_user": ("searches", "mean"),
     "refund_per_user": ("refund_eur", "mean"),
 }
+# for a triggered experiment, what the user asked for on the search that fired the trigger:
+# chosen before the arm can act, so CUPED may use it (experiment_trigger_searches)
+TRIGGER_COVARIATES = {
+    "price_seen_eur": "trigger_price_seen_eur",
+    "lead_time_days": "trigger_lead_time_days",
+    "passengers": "trigger_passengers",
+}
 MONEY_METRICS = frozenset({"revenue_per_user", "refund_per_user"})
 CUPED_COVARIATES = (
     "pre_exposure_searches",
@@ -137,7 +144,7 @@ def _compare(
             extra |= {"winsorized_at_quantile": winsorize_at, "winsorize_cap_eur": cap}
         result = stats.welch_ttest(y[~is_t], y[is_t], ALPHA)
         method = "Welch's t-test; relative CI from the log ratio of the means"
-    covariates = [c for c in CUPED_COVARIATES if c in df.columns]
+    covariates = [c for c in (*CUPED_COVARIATES, *TRIGGER_COVARIATES.values()) if c in df.columns]
     cuped = (
         stats.cuped(y, df.select(covariates).cast(pl.Float64).to_numpy(), is_t, ALPHA)
         if covariates
@@ -278,6 +285,13 @@ def readout(
         SRM_THRESHOLD,
     )
     df = exposed.filter(pl.col("is_outcome_window_complete"))
+    if design.exposure_trigger is not None and trigger_searches is not None:
+        trigger = trigger_searches.filter(pl.col("experiment_id") == experiment_id).select(
+            "exposure_id", *(pl.col(k).alias(v) for k, v in TRIGGER_COVARIATES.items())
+        )
+        df = df.join(trigger, on="exposure_id", how="left").with_columns(
+            pl.col(list(TRIGGER_COVARIATES.values())).cast(pl.Float64).fill_null(0.0)
+        )
     is_t = (df["variant"] == "treatment").to_numpy()
     n_control, n_treatment = int((~is_t).sum()), int(is_t.sum())
     variants = {

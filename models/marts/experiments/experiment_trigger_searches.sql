@@ -35,6 +35,9 @@ candidates as (
         users.exposed_at,
         searches.search_id,
         searches.searched_at,
+        searches.price_seen_eur,
+        searches.lead_time_days,
+        searches.passengers,
         searches.discount_offered_eur,
         searches.is_converted,
         row_number() over (
@@ -62,6 +65,9 @@ final as (
         exposed_at,
         search_id,
         searched_at,
+        price_seen_eur,
+        lead_time_days,
+        passengers,
         discount_offered_eur,
         is_converted
 
