@@ -1,7 +1,11 @@
-"""Experiment statistics on counts and arrays (scipy only; statsmodels is the test reference).
+"""Experiment statistics on counts and arrays.
 
-Every function returns plain floats (or None where a value is undefined, never NaN) so the
-readouts serialise to strict JSON.
+Library calls where they exist (scipy's Welch t-test, statsmodels' Holm, power and clustered
+regressions); the few formulas written here are those no well-kept library offers for counts
+(the unpooled two-proportion test with its log-ratio interval, the always-valid confidence
+sequence, multivariate CUPED). Every test reports its p-value and its interval from the same
+standard error. Every function returns plain floats (or None where a value is undefined, never
+NaN) so the readouts serialise to strict JSON.
 """
 
 from __future__ import annotations
@@ -10,7 +14,13 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import NormalIndPower
+
+# GrowthBook's default tuning of its sequential mode: the confidence sequence is narrowest
+# around this many units in total (gbstats `sequential_tuning_parameter`).
+SEQUENTIAL_TUNING_N = 5000
 
 
 def finite(value: float | None) -> float | None:
@@ -22,56 +32,23 @@ def finite(value: float | None) -> float | None:
 
 
 @dataclass
-class ProportionTest:
-    control_rate: float
-    treatment_rate: float
+class Comparison:
+    """Treatment vs control on one metric. abs_* is treatment − control, rel_* is
+    treatment / control − 1 (its interval from the log ratio, so not symmetric); `se` is the
+    standard error of abs_lift, the one behind both the p-value and abs_ci; `se_log_ratio`
+    the one behind rel_ci."""
+
+    control_value: float
+    treatment_value: float
     abs_lift: float
     abs_ci_low: float | None
     abs_ci_high: float | None
     rel_lift: float | None
     rel_ci_low: float | None
     rel_ci_high: float | None
-    z: float | None
-    p_value: float | None
-
-    def as_dict(self) -> dict[str, float | None]:
-        return {k: finite(v) for k, v in asdict(self).items()}
-
-
-def two_proportion_ztest(
-    x_control: int, n_control: int, x_treatment: int, n_treatment: int, alpha: float = 0.05
-) -> ProportionTest:
-    """z-test with pooled variance for the p-value; unpooled (Wald) interval for the absolute
-    lift; delta-method interval for the relative lift (treatment / control − 1)."""
-    if min(n_control, n_treatment) <= 0:
-        raise ValueError("both variants need at least one user")
-    p1, p2 = x_control / n_control, x_treatment / n_treatment
-    pooled = (x_control + x_treatment) / (n_control + n_treatment)
-    se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n_control + 1 / n_treatment))
-    var1, var2 = p1 * (1 - p1) / n_control, p2 * (1 - p2) / n_treatment
-    se = math.sqrt(var1 + var2)
-    zcrit = stats.norm.ppf(1 - alpha / 2)
-    diff = p2 - p1
-    z = diff / se_pooled if se_pooled > 0 else None
-    p_value = 2 * stats.norm.sf(abs(z)) if z is not None else (1.0 if diff == 0 else None)
-    rel = rel_low = rel_high = None
-    if p1 > 0:
-        rel = p2 / p1 - 1
-        se_rel = math.sqrt(var2 / p1**2 + p2**2 * var1 / p1**4)
-        rel_low, rel_high = rel - zcrit * se_rel, rel + zcrit * se_rel
-    return ProportionTest(
-        p1, p2, diff, diff - zcrit * se, diff + zcrit * se, rel, rel_low, rel_high, z, p_value
-    )
-
-
-@dataclass
-class MeanTest:
-    control_mean: float
-    treatment_mean: float
-    diff: float
-    ci_low: float | None
-    ci_high: float | None
-    t: float | None
+    se: float | None
+    se_log_ratio: float | None
+    statistic: float | None
     df: float | None
     p_value: float | None
 
@@ -79,23 +56,111 @@ class MeanTest:
         return {k: finite(v) for k, v in asdict(self).items()}
 
 
-def welch_ttest(control: np.ndarray, treatment: np.ndarray, alpha: float = 0.05) -> MeanTest:
-    """Welch's unequal-variance t-test with a Welch–Satterthwaite interval for the difference."""
+def _log_ratio_interval(
+    ratio: float, se_log: float | None, crit: float
+) -> tuple[float | None, float | None]:
+    if se_log is None or ratio <= 0:
+        return None, None
+    log_ratio = math.log(ratio)
+    return math.exp(log_ratio - crit * se_log) - 1, math.exp(log_ratio + crit * se_log) - 1
+
+
+def two_proportion_ztest(
+    x_control: int, n_control: int, x_treatment: int, n_treatment: int, alpha: float = 0.05
+) -> Comparison:
+    """Unpooled (Wald) z-test: the p-value and the absolute interval use the same standard
+    error (statsmodels' test_proportions_2indep / confint_proportions_2indep, method 'wald').
+    The relative interval is that of the log risk ratio (Katz), asymmetric at small counts."""
+    if min(n_control, n_treatment) <= 0:
+        raise ValueError("both variants need at least one user")
+    p1, p2 = x_control / n_control, x_treatment / n_treatment
+    se = math.sqrt(p1 * (1 - p1) / n_control + p2 * (1 - p2) / n_treatment)
+    zcrit = float(stats.norm.ppf(1 - alpha / 2))
+    diff = p2 - p1
+    if se > 0:
+        z = diff / se
+        p_value = float(2 * stats.norm.sf(abs(z)))
+        low, high = diff - zcrit * se, diff + zcrit * se
+    else:  # both rates 0 or 1: no variance, nothing to test
+        z, p_value, low, high = None, (1.0 if diff == 0 else None), None, None
+    rel = p2 / p1 - 1 if p1 > 0 else None
+    se_log = (
+        math.sqrt((1 - p1) / x_control + (1 - p2) / x_treatment)
+        if min(x_control, x_treatment) > 0
+        else None
+    )
+    rel_low, rel_high = _log_ratio_interval(p2 / p1 if p1 > 0 else 0.0, se_log, zcrit)
+    return Comparison(
+        p1, p2, diff, low, high, rel, rel_low, rel_high, se or None, se_log, z, None, p_value
+    )
+
+
+def welch_ttest(control: np.ndarray, treatment: np.ndarray, alpha: float = 0.05) -> Comparison:
+    """Welch's unequal-variance t-test (scipy.stats.ttest_ind, equal_var=False) and its
+    Welch–Satterthwaite interval; the relative interval is that of the log ratio of the means
+    (delta method on the log scale, the same t quantile)."""
     a, b = np.asarray(control, dtype=float), np.asarray(treatment, dtype=float)
     if min(a.size, b.size) < 2:
         raise ValueError("each variant needs at least two users for a t-test")
+    ma, mb = float(a.mean()), float(b.mean())
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    diff = b.mean() - a.mean()
     se = math.sqrt(va + vb)
+    diff = mb - ma
+    rel = mb / ma - 1 if ma > 0 else None
     if se == 0:
-        return MeanTest(
-            a.mean(), b.mean(), diff, diff, diff, None, None, 1.0 if diff == 0 else None
-        )
-    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    t = diff / se
-    p = 2 * stats.t.sf(abs(t), df)
-    tcrit = stats.t.ppf(1 - alpha / 2, df)
-    return MeanTest(a.mean(), b.mean(), diff, diff - tcrit * se, diff + tcrit * se, t, df, p)
+        p = 1.0 if diff == 0 else None
+        return Comparison(ma, mb, diff, diff, diff, rel, None, None, None, None, None, None, p)
+    result = stats.ttest_ind(b, a, equal_var=False)
+    ci = result.confidence_interval(1 - alpha)
+    tcrit = float(stats.t.ppf(1 - alpha / 2, result.df))
+    se_log = math.sqrt(va / ma**2 + vb / mb**2) if min(ma, mb) > 0 else None
+    rel_low, rel_high = _log_ratio_interval(mb / ma if ma > 0 else 0.0, se_log, tcrit)
+    return Comparison(
+        ma, mb, diff, float(ci.low), float(ci.high), rel, rel_low, rel_high, se, se_log,
+        float(result.statistic), float(result.df), float(result.pvalue),
+    )  # fmt: skip
+
+
+def sequential_halfwidth(
+    se: float | np.ndarray,
+    n_total: int | np.ndarray,
+    alpha: float = 0.05,
+    tuning_n: int = SEQUENTIAL_TUNING_N,
+) -> float | np.ndarray:
+    """Half-width of the always-valid (1 − alpha) confidence sequence of Howard et al. (2021,
+    normal mixture), as in GrowthBook's sequential mode: valid at every look, however many.
+    `se` is the standard error of the estimate on `n_total` units (both arms); the mixture is
+    tuned to be narrowest around `tuning_n` units. Works on arrays (the simulations)."""
+    log_alpha = -2 * math.log(alpha)
+    rho = (log_alpha + math.log(log_alpha + 1)) / tuning_n
+    n = np.asarray(n_total, dtype=float)
+    sigma2 = np.asarray(se, dtype=float) ** 2 * n  # the per-unit variance behind se
+    half = np.sqrt(sigma2 * 2 * (n * rho + 1) / (n**2 * rho) * np.log(np.sqrt(n * rho + 1) / alpha))
+    return float(half) if half.ndim == 0 else half
+
+
+def sequential(
+    result: Comparison, n_total: int, alpha: float = 0.05, tuning_n: int = SEQUENTIAL_TUNING_N
+) -> dict[str, float | bool | None]:
+    """The comparison's always-valid intervals (absolute, and relative on the log scale) and
+    whether the absolute one excludes 0."""
+    if result.se is None:
+        return {"abs_ci_low": None, "abs_ci_high": None, "rel_ci_low": None,
+                "rel_ci_high": None, "significant": False}  # fmt: skip
+    half = sequential_halfwidth(result.se, n_total, alpha, tuning_n)
+    low, high = result.abs_lift - half, result.abs_lift + half
+    rel_low = rel_high = None
+    if result.se_log_ratio is not None and result.rel_lift is not None:
+        log_half = sequential_halfwidth(result.se_log_ratio, n_total, alpha, tuning_n)
+        log_ratio = math.log1p(result.rel_lift)
+        rel_low, rel_high = math.exp(log_ratio - log_half) - 1, math.exp(log_ratio + log_half) - 1
+    return {
+        "abs_ci_low": finite(low),
+        "abs_ci_high": finite(high),
+        "rel_ci_low": finite(rel_low),
+        "rel_ci_high": finite(rel_high),
+        "significant": bool(low > 0 or high < 0),
+    }
 
 
 def winsorize(values: np.ndarray, upper_quantile: float) -> tuple[np.ndarray, float]:
@@ -118,16 +183,26 @@ def srm_test(observed: dict[str, int], planned: dict[str, float], threshold: flo
 
 def cuped(
     y: np.ndarray, x: np.ndarray, is_treatment: np.ndarray, alpha: float = 0.05
-) -> dict[str, float | None]:
-    """CUPED: y − θ(x − mean x) with θ = cov(y, x) / var(x) on the pooled sample, then Welch."""
-    y, x, t = np.asarray(y, float), np.asarray(x, float), np.asarray(is_treatment, bool)
-    var_x = x.var(ddof=1)
-    theta = float(np.cov(y, x, ddof=1)[0, 1] / var_x) if var_x > 0 else 0.0
-    adjusted = y - theta * (x - x.mean())
+) -> dict[str, float | list[float] | None]:
+    """CUPED with one or more pre-period covariates (the columns of x): y − (x − mean x)·θ with
+    θ the pooled least-squares coefficients (one covariate: cov(y, x) / var(x)), then Welch.
+    Constant covariates are dropped. `variance_reduction` is that of the difference in means."""
+    y, t = np.asarray(y, float), np.asarray(is_treatment, bool)
+    x = np.asarray(x, float).reshape(len(y), -1)
+    centred = x - x.mean(axis=0)
+    keep = centred.std(axis=0) > 0
+    theta = np.zeros(x.shape[1])
+    if keep.any():
+        theta[keep] = np.linalg.lstsq(centred[:, keep], y - y.mean(), rcond=None)[0]
+    adjusted = y - centred @ theta
     result = welch_ttest(adjusted[~t], adjusted[t], alpha).as_dict()
-    # what the readout gains: the variance of the difference, not of the pooled metric (rho^2)
-    reduction = 1 - _diff_variance(adjusted, t) / raw if (raw := _diff_variance(y, t)) > 0 else 0.0
-    return {**result, "theta": finite(theta), "variance_reduction": finite(reduction)}
+    raw = _diff_variance(y, t)
+    reduction = 1 - _diff_variance(adjusted, t) / raw if raw > 0 else 0.0
+    return {
+        **result,
+        "theta": [float(v) for v in theta],
+        "variance_reduction": finite(reduction),
+    }
 
 
 def _diff_variance(values: np.ndarray, is_treatment: np.ndarray) -> float:
@@ -137,21 +212,54 @@ def _diff_variance(values: np.ndarray, is_treatment: np.ndarray) -> float:
 
 
 def holm(p_values: dict[str, float | None]) -> dict[str, float | None]:
-    """Holm–Bonferroni adjusted p-values (None stays None and is not counted)."""
-    valid = sorted((p, name) for name, p in p_values.items() if p is not None)
-    m = len(valid)
-    adjusted: dict[str, float | None] = {name: None for name in p_values}
-    running = 0.0
-    for i, (p, name) in enumerate(valid):
-        running = max(running, min(1.0, (m - i) * p))
-        adjusted[name] = running
+    """Holm–Bonferroni adjusted p-values (statsmodels multipletests); None stays None and is
+    not counted."""
+    names = [name for name, p in p_values.items() if p is not None]
+    adjusted: dict[str, float | None] = dict.fromkeys(p_values)
+    if names:
+        corrected = multipletests([p_values[n] for n in names], method="holm")[1]
+        adjusted.update({n: float(p) for n, p in zip(names, corrected, strict=True)})
     return adjusted
 
 
-def _power_two_sided(h: float, n_per_arm: float, alpha: float) -> float:
-    zcrit = stats.norm.ppf(1 - alpha / 2)
-    shift = abs(h) * math.sqrt(n_per_arm / 2)
-    return float(stats.norm.sf(zcrit - shift) + stats.norm.cdf(-zcrit - shift))
+def search_level_effect(
+    converted: np.ndarray, is_treatment: np.ndarray, user_ids: np.ndarray, alpha: float = 0.05
+) -> dict[str, float | int | None] | None:
+    """The treatment's effect on one search, with standard errors clustered by user: log-odds
+    (statsmodels Logit), absolute (linear probability model) and relative (Poisson GLM, log
+    link) differences. None when an arm is missing or no search (or every one) converted."""
+    import statsmodels.api as sm
+
+    y = np.asarray(converted, float)
+    t = np.asarray(is_treatment, float)
+    if y.size == 0 or t.min() == t.max() or y.min() == y.max():
+        return None
+    groups = np.unique(np.asarray(user_ids), return_inverse=True)[1]
+    x = sm.add_constant(t)
+    cluster = {"cov_type": "cluster", "cov_kwds": {"groups": groups}}
+    logit = sm.Logit(y, x).fit(disp=0, **cluster)
+    linear = sm.OLS(y, x).fit(**cluster)
+    poisson = sm.GLM(y, x, family=sm.families.Poisson()).fit(**cluster)
+    log_odds_ci = logit.conf_int(alpha)[1]
+    abs_ci = linear.conf_int(alpha)[1]
+    log_ratio_ci = poisson.conf_int(alpha)[1]
+    return {
+        "searches_control": int((t == 0).sum()),
+        "searches_treatment": int((t == 1).sum()),
+        "users": int(groups.max() + 1),
+        "control_rate": finite(y[t == 0].mean()),
+        "treatment_rate": finite(y[t == 1].mean()),
+        "log_odds_ratio": finite(logit.params[1]),
+        "log_odds_ci_low": finite(log_odds_ci[0]),
+        "log_odds_ci_high": finite(log_odds_ci[1]),
+        "abs_lift": finite(linear.params[1]),
+        "abs_ci_low": finite(abs_ci[0]),
+        "abs_ci_high": finite(abs_ci[1]),
+        "rel_lift": finite(math.expm1(poisson.params[1])),
+        "rel_ci_low": finite(math.expm1(log_ratio_ci[0])),
+        "rel_ci_high": finite(math.expm1(log_ratio_ci[1])),
+        "p_value": finite(logit.pvalues[1]),
+    }
 
 
 def cohens_h(p_treatment: float, p_control: float) -> float:
@@ -168,26 +276,26 @@ def sample_size_per_arm(
     baseline: float, mde_relative: float, alpha: float = 0.05, power: float = 0.8
 ) -> float:
     """Users per arm to detect a relative lift `mde_relative` on `baseline` (two-sided, equal
-    arms, normal approximation on Cohen's h — the same calculation as statsmodels'
-    NormalIndPower)."""
+    arms, normal approximation on Cohen's h: statsmodels' NormalIndPower)."""
     target = baseline * (1 + mde_relative)
     if not (0 < baseline < 1 and 0 < target < 1):
         raise ValueError("baseline and baseline × (1 + mde) must both be strictly between 0 and 1")
     if mde_relative == 0:
         raise ValueError("a lift of 0 cannot be detected: give a non-zero minimum effect")
     _check_power(power, alpha)
-    h = cohens_h(target, baseline)
-    return float(optimize.brentq(lambda n: _power_two_sided(h, n, alpha) - power, 1e-6, 1e12))
+    h = abs(cohens_h(target, baseline))
+    return float(NormalIndPower().solve_power(effect_size=h, alpha=alpha, power=power, ratio=1))
 
 
 def minimum_detectable_effect(
     baseline: float, n_per_arm: float, alpha: float = 0.05, power: float = 0.8
 ) -> float | None:
-    """Smallest relative lift detectable with n users per arm (None when baseline is 0 or 1)."""
+    """Smallest relative lift detectable with n users per arm (None when baseline is 0 or 1,
+    or when even a rate of 1 would be missed too often)."""
     if not 0 < baseline < 1 or n_per_arm <= 0:
         return None
     _check_power(power, alpha)
-    h = optimize.brentq(lambda e: _power_two_sided(e, n_per_arm, alpha) - power, 1e-9, 10)
+    h = float(NormalIndPower().solve_power(nobs1=n_per_arm, alpha=alpha, power=power, ratio=1))
     target_angle = h / 2 + math.asin(math.sqrt(baseline))
     if target_angle >= math.pi / 2:
         return None

@@ -39,6 +39,22 @@ SEED_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "holiday_name": pl.Utf8(),
         "holiday_type": pl.Utf8(),
     },
+    # the experiment registry (railflow/experiment_registry.py validates its rows)
+    "experiment_registry": {
+        "experiment_id": pl.Utf8(),
+        "hypothesis": pl.Utf8(),
+        "owner": pl.Utf8(),
+        "unit": pl.Utf8(),
+        "control_share": pl.Float64(),
+        "treatment_share": pl.Float64(),
+        "start_day": pl.Int64(),
+        "planned_duration_days": pl.Int64(),
+        "planned_users_per_arm": pl.Int64(),
+        "primary_metric": pl.Utf8(),
+        "secondary_metrics": pl.Utf8(),
+        "guardrail_metrics": pl.Utf8(),
+        "exposure_trigger": pl.Utf8(),
+    },
 }
 
 
@@ -46,9 +62,10 @@ class SeedError(RailflowError):
     """A seed file is missing, unreadable or does not match its expected columns."""
 
 
-def read_seed(name: str, seeds_dir: Path = SEEDS_DIR) -> pl.DataFrame:
-    """Read one seed with its declared types; a bad file gives a one-line error naming it."""
-    path = seeds_dir / f"{name}.csv"
+def read_seed(name: str, seeds_dir: Path = SEEDS_DIR, path: Path | None = None) -> pl.DataFrame:
+    """Read one seed with its declared types (from `path` when given, a copy being checked);
+    a bad file gives a one-line error naming it."""
+    path = path or seeds_dir / f"{name}.csv"
     schema = SEED_SCHEMAS[name]
     try:
         raw = path.read_bytes()

@@ -86,6 +86,18 @@ class TableSpec:
         return "event_id" if self.kind == "event" else "user_id"
 
 
+def _enum(spec: dict) -> tuple[str, ...] | None:
+    """A column's allowed values: `enum` in the plan, or `enum_from: experiment_registry` for
+    the ids of the experiment registry (seeds/experiment_registry.csv), their one home."""
+    if spec.get("enum_from") == "experiment_registry":
+        from railflow.experiment_registry import load_registry
+
+        return tuple(load_registry())
+    if "enum_from" in spec:
+        raise PlanError(f"{PLAN_PATH}: unknown enum_from {spec['enum_from']!r}")
+    return tuple(spec["enum"]) if "enum" in spec else None
+
+
 def _columns(props: dict[str, dict]) -> list[Column]:
     for name, spec in props.items():
         if spec.get("format") not in (None, *FORMATS):
@@ -98,7 +110,7 @@ def _columns(props: dict[str, dict]) -> list[Column]:
             name=name,
             type=spec["type"],
             required=bool(spec.get("required", False)),
-            enum=tuple(spec["enum"]) if "enum" in spec else None,
+            enum=_enum(spec),
             minimum=spec.get("min"),
             maximum=spec.get("max"),
             references=spec.get("references"),

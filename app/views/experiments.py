@@ -1,4 +1,5 @@
-"""Experiments: the latest readouts (lift with confidence interval, SRM flag, power)."""
+"""Experiments: the latest readouts (primary lift with the interval that decides, SRM flag,
+power)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,25 @@ def page() -> None:
         return
     rows = []
     for doc in docs:
-        conv = doc["metrics"]["conversion"] or {}
+        # the primary metric decides, unadjusted; its interval is the sequential one before
+        # the planned end (readout schema v2)
+        primary = doc["metrics"].get(doc["primary_metric"]) or {}
+        interval = (
+            primary.get("sequential") or {} if doc["analysis"]["mode"] == "sequential" else primary
+        )
         rows.append(
             {
                 "experiment": doc["experiment_id"],
                 "decision": doc["decision"],
+                "analysis": doc["analysis"]["mode"],
                 "control users": doc["variants"]["control"]["users"],
                 "treatment users": doc["variants"]["treatment"]["users"],
-                "conversion lift (abs)": conv.get("abs_lift"),
-                "95% CI low": conv.get("abs_ci_low"),
-                "95% CI high": conv.get("abs_ci_high"),
-                "p (Holm)": doc["holm_adjusted_p_values"]["conversion"],
+                "primary metric": doc["primary_metric"],
+                "lift (abs)": primary.get("abs_lift"),
+                "95% CI low": interval.get("abs_ci_low"),
+                "95% CI high": interval.get("abs_ci_high"),
+                "lift (rel)": primary.get("rel_lift"),
+                "p": primary.get("p_value"),
                 "SRM": "flagged" if doc["srm"]["flagged"] else "ok",
                 "MDE (relative)": doc["power"]["minimum_detectable_relative_lift"],
             }

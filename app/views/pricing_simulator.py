@@ -41,10 +41,12 @@ def quote(base_fare: float, passengers: int, fare_class: str, round_trip: bool, 
 
 
 def measured_uplift() -> float:
+    """The discount's effect on one search (the readout's search-level effect, not the
+    user-level lift)."""
     for doc in data.readouts():
-        conv = (doc.get("metrics") or {}).get("conversion") or {}
-        if doc["experiment_id"] == "medium_intent_discount" and conv.get("rel_lift") is not None:
-            return max(float(conv["rel_lift"]), 0.0)
+        effect = doc.get("search_level_effect") or {}
+        if doc["experiment_id"] == "medium_intent_discount" and effect.get("rel_lift") is not None:
+            return max(float(effect["rel_lift"]), 0.0)
     return 0.10
 
 
@@ -91,7 +93,8 @@ def page() -> None:
         uplift = st.number_input(
             "Assumed relative uplift from the discount (%)",
             0.0, 200.0, round(measured_uplift() * 100, 1), key="uplift",
-            help="Defaults to the measured lift of the medium_intent_discount experiment.",
+            help="Defaults to the effect on one search measured in the medium_intent_discount "
+            "experiment (its readout's search-level effect).",
         )  # fmt: skip
 
     problems = []

@@ -78,7 +78,7 @@ BIGQUERY_TYPES = {
 def test_seed_column_types_are_bigquery_types(compiled: Path) -> None:
     manifest = json.loads((compiled.parent.parent / "manifest.json").read_text())
     seeds = [n for n in manifest["nodes"].values() if n["resource_type"] == "seed"]
-    assert {s["name"] for s in seeds} == {"stations", "routes", "holidays"}
+    assert {s["name"] for s in seeds} == {"stations", "routes", "holidays", "experiment_registry"}
     for seed in seeds:
         types = seed["config"]["column_types"]
         assert set(types) == set(seed["columns"]), seed["name"]  # every column typed

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +16,7 @@ import polars as pl
 import pytest
 
 from analysis.experiments import SCHEMA_PATH, run
+from railflow.experiment_registry import load_registry
 from railflow.settings import REPO_ROOT, Settings
 from railflow.warehouse import connect
 
@@ -29,15 +31,38 @@ def test_every_experiment_has_a_valid_readout_memo_and_plot(
     small_world: Settings, readouts: dict[str, dict]
 ) -> None:
     schema = json.loads(SCHEMA_PATH.read_text())
-    assert set(readouts) == {"medium_intent_discount", "aa_test", "srm_checkout_redesign"}
+    assert set(readouts) == set(load_registry())
     folder = small_world.reports_dir / "experiments"
     for name, doc in readouts.items():
         jsonschema.validate(doc, schema)
-        assert (folder / f"{name}.md").read_text().startswith(f"# Experiment readout: {name}")
+        assert doc["schema_version"] == 2
+        memo = (folder / f"{name}.md").read_text()
+        assert memo.startswith(f"# Experiment readout: {name}")
+        assert "## Definitions" in memo and "net: gross − discount − refunds" in memo
         assert (folder / f"{name}.png").stat().st_size > 1000
     with connect(small_world) as wh:
         table = wh.read("reports", "experiment_readouts")
-    assert table.height == 2 * len(readouts)
+    assert table.height == sum(len(doc["metrics"]) for doc in readouts.values())
+
+
+def test_readouts_follow_the_registry(small_world: Settings, readouts: dict[str, dict]) -> None:
+    """Metrics and roles from the registry; sequential before the planned end (the A/A test
+    runs 200 days, past this 120-day world), fixed-horizon after it."""
+    with connect(small_world) as wh:
+        designs = wh.read("marts", "experiment_designs")
+    for experiment in load_registry().values():
+        doc = readouts[experiment.experiment_id]
+        roles = {m: doc["metrics"][m]["role"] for m in doc["metrics"]}
+        assert roles[experiment.primary_metric] == "primary"
+        assert {m for m, r in roles.items() if r == "secondary"} == set(
+            experiment.secondary_metrics
+        )
+        assert set(doc["holm_adjusted_p_values"]) == set(experiment.secondary_metrics)
+        past = designs.filter(pl.col("experiment_id") == experiment.experiment_id)
+        mode = "fixed-horizon" if past["is_past_planned_duration"].item() else "sequential"
+        assert doc["analysis"]["mode"] == mode
+    assert readouts["aa_test"]["analysis"]["mode"] == "sequential"
+    assert readouts["medium_intent_discount"]["analysis"]["mode"] == "fixed-horizon"
 
 
 def test_planted_srm_invalidates_and_aa_is_not_shipped(readouts: dict[str, dict]) -> None:
@@ -47,15 +72,99 @@ def test_planted_srm_invalidates_and_aa_is_not_shipped(readouts: dict[str, dict]
     assert readouts["aa_test"]["decision"] != "ship"
 
 
-def test_discount_interval_is_consistent_with_the_planted_lift(
+def test_discount_intervals_cover_the_planted_lifts(
     small_world: Settings, readouts: dict[str, dict]
 ) -> None:
-    truth = json.loads((small_world.truth_dir / "params.json").read_text())["true_effects"]
-    planted = truth["medium_intent_discount"]["true_abs_lift_conversion"]
-    conv = readouts["medium_intent_discount"]["metrics"]["conversion"]
-    assert planted > 0
-    assert conv["abs_ci_low"] <= planted <= conv["abs_ci_high"]
-    assert conv["abs_lift"] > 0
+    params = json.loads((small_world.truth_dir / "params.json").read_text())
+    truth = params["true_effects"]["medium_intent_discount"]
+    doc = readouts["medium_intent_discount"]
+    conv = doc["metrics"]["conversion"]
+    assert truth["true_abs_lift_conversion"] > 0 and conv["abs_lift"] > 0
+    assert conv["abs_ci_low"] <= truth["true_abs_lift_conversion"] <= conv["abs_ci_high"]
+    assert conv["rel_ci_low"] <= truth["true_rel_lift_conversion"] <= conv["rel_ci_high"]
+    # the truth's revenue is gross − discount; the readout's is also net of the refunds paid
+    # inside the window, at most the cancellation rate of it: the interval covers both ends
+    revenue = doc["metrics"]["revenue_per_user"]
+    lift = truth["true_abs_lift_revenue_per_user"]
+    for planted in (lift, lift * (1 - params["planted"]["cancellation_rate"])):
+        assert revenue["abs_ci_low"] <= planted <= revenue["abs_ci_high"]
+    rel = truth["revenue_per_user_treatment"] / truth["revenue_per_user_control"] - 1
+    assert revenue["rel_ci_low"] <= rel <= revenue["rel_ci_high"]
+    # CUPED on predictive covariates reduces the variance of the revenue difference
+    assert revenue["cuped"]["variance_reduction"] > 0.02
+
+
+def test_search_level_effect_covers_the_planted_effect(
+    small_world: Settings, readouts: dict[str, dict]
+) -> None:
+    """The discount acts on one search: +0.6 log-odds on medium-intent searches. The readout
+    estimates it on the searches that fired the trigger; the truth gives their probabilities
+    with and without the discount."""
+    effect = readouts["medium_intent_discount"]["search_level_effect"]
+    assert readouts["aa_test"]["search_level_effect"] is None  # not a triggered experiment
+    with connect(small_world) as wh:
+        triggers = wh.read("marts", "experiment_trigger_searches")
+    truth = pl.read_parquet(small_world.truth_dir / "searches.parquet").join(
+        triggers.select("search_id", "variant"), on="search_id"
+    )
+    assert truth.height == triggers.height  # every trigger search is a real search...
+    assert truth["is_medium_intent"].all()  # ...on which the discount could show
+    assert truth.filter(pl.col("variant") == "treatment")["is_treated"].all()
+    p_c, p_t = truth["true_probability_control"].mean(), truth["true_probability_treatment"].mean()
+    log_odds = math.log(p_t / (1 - p_t)) - math.log(p_c / (1 - p_c))
+    planted = json.loads((small_world.truth_dir / "params.json").read_text())["planted"]
+    assert effect["log_odds_ci_low"] <= log_odds <= effect["log_odds_ci_high"]
+    assert (
+        effect["log_odds_ci_low"]
+        <= planted["experiments"]["medium_intent_discount"]["logit_uplift"]
+        <= effect["log_odds_ci_high"]
+    )
+    assert effect["abs_ci_low"] <= p_t - p_c <= effect["abs_ci_high"]
+    assert effect["rel_ci_low"] <= p_t / p_c - 1 <= effect["rel_ci_high"]
+    assert effect["abs_ci_low"] > 0  # the effect on one search is detected, unlike per user
+
+
+def test_outcomes_count_searches_made_after_exposure_only(small_world: Settings) -> None:
+    """The estimand, checked against the truth: a user's bookings are those of the searches
+    they made at or after exposure and inside the window, whenever the purchase was. A search
+    made before exposure and bought after it (the earlier readouts counted it) never counts."""
+    with connect(small_world) as wh:
+        outcomes = wh.read("marts", "experiment_user_outcomes").filter(
+            pl.col("is_outcome_window_complete")
+        )
+        purchases = wh.read("marts", "fct_bookings").select(
+            "booking_id", pl.col("purchased_at").dt.replace_time_zone("UTC")
+        )
+    searches = pl.read_parquet(small_world.truth_dir / "searches.parquet")
+    exposures = pl.read_parquet(small_world.truth_dir / "exposures.parquet")
+    window = pl.col("exposed_at") + timedelta(days=14)
+    expected = (
+        exposures.join(searches, on="user_id")
+        .filter((pl.col("searched_at") >= pl.col("exposed_at")) & (pl.col("searched_at") < window))
+        .group_by("experiment_id", "user_id")
+        .agg(pl.col("is_booked").sum().alias("true_bookings"))
+    )
+    straddling = (
+        exposures.join(searches.filter(pl.col("booking_id").is_not_null()), on="user_id")
+        .filter(pl.col("searched_at") < pl.col("exposed_at"))
+        .join(purchases, on="booking_id")
+        .filter(
+            (pl.col("purchased_at") >= pl.col("exposed_at")) & (pl.col("purchased_at") < window)
+        )
+        .group_by("experiment_id", "user_id")
+        .agg(pl.len().alias("bought_after_exposure"))
+    )
+    both = outcomes.join(expected, on=["experiment_id", "user_id"], how="left").with_columns(
+        pl.col("true_bookings").fill_null(0)
+    )
+    # tracking outages lose some events on purpose; everything else must agree
+    assert (both["bookings"] == both["true_bookings"]).mean() > 0.95
+    assert both["bookings"].sum() == pytest.approx(both["true_bookings"].sum(), rel=0.03)
+    tricky = both.join(straddling, on=["experiment_id", "user_id"])
+    assert tricky.height >= 5
+    assert (tricky["bookings"] == tricky["true_bookings"]).mean() > 0.8
+    by_purchase_time = tricky["true_bookings"] + tricky["bought_after_exposure"]
+    assert (tricky["bookings"] == by_purchase_time).sum() == 0
 
 
 def test_metrics_use_whole_outcome_windows_only(
@@ -142,7 +251,8 @@ def test_reading_out_one_experiment_keeps_the_other_experiments_rows(world: Sett
     assert after.filter(others).sort(order).equals(before.filter(others).sort(order))
     fresh = after.filter(~others)
     assert [d["experiment_id"] for d in docs] == ["aa_test"]
-    assert fresh.height == 2 and set(fresh["generated_at"]) == {docs[0]["generated_at"]}
+    assert fresh.height == len(docs[0]["metrics"])
+    assert set(fresh["generated_at"]) == {docs[0]["generated_at"]}
 
 
 def test_no_exposures_is_a_one_line_error_and_loses_nothing(world: Settings) -> None:
@@ -168,3 +278,33 @@ def test_no_exposures_is_a_one_line_error_and_loses_nothing(world: Settings) -> 
         ]
     with connect(world) as wh:
         assert wh.read("reports", "experiment_readouts").equals(before)
+
+
+def test_the_generator_plants_what_the_registry_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry edited by an analyst (no Python): a new split, one experiment removed, a new
+    one added; the generator plants exactly that."""
+    from railflow.experiment_registry import REGISTRY_PATH
+    from scripts import world
+    from scripts.generate import generate
+
+    rows = REGISTRY_PATH.read_text().splitlines()
+    edited = [rows[0]]
+    for row in rows[1:]:
+        if row.startswith("aa_test,"):
+            edited.append(row.replace(",0.5,0.5,0,", ",0.2,0.8,0,"))
+        elif row.startswith("medium_intent_discount,"):
+            edited.append(row)
+    edited.append("new_banner,A banner raises searches.,growth,user,0.5,0.5,20,30,,"
+                  "searches_per_user,conversion,,")  # fmt: skip
+    registry = tmp_path / "registry.csv"
+    registry.write_text("\n".join(edited) + "\n")
+    monkeypatch.setattr(world, "load_registry", lambda: load_registry(registry))
+    generate(tmp_path / "data", 800, 60, date(2026, 3, 1), 3, "salt", progress=False)
+    exposures = pl.read_parquet(tmp_path / "data" / "truth" / "exposures.parquet")
+    assert set(exposures["experiment_id"]) == {"medium_intent_discount", "aa_test", "new_banner"}
+    aa = exposures.filter(pl.col("experiment_id") == "aa_test")
+    assert (aa["variant"] == "treatment").mean() == pytest.approx(0.8, abs=0.05)
+    banner = exposures.filter(pl.col("experiment_id") == "new_banner")["exposed_at"]
+    assert banner.min() >= datetime(2026, 3, 21, tzinfo=UTC)
