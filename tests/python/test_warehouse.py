@@ -146,7 +146,7 @@ def test_bigquery_names_tables_by_dataset_layer() -> None:
     s = get_settings(
         {
             "RAILFLOW_TARGET": "bigquery",
-            "RAILFLOW_PII_SALT": "salt",
+            "RAILFLOW_PII_SALT": "salt-of-sixteen-chars",
             "RAILFLOW_BQ_PROJECT": "acme",
             "RAILFLOW_BQ_DATASET": "railflow",
         }
