@@ -51,6 +51,15 @@ def _raise_terminated(signum: int, frame: object) -> None:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """A full disk (or quota), as an OSError or wrapped by a native library (polars, arrow and
+    DuckDB put the OS message in their own exception types)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return True
+    text = str(exc).lower()
+    return "no space left on device" in text or "disk quota exceeded" in text
+
+
 def cli_entrypoint(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap a CLI `main` so expected failures print `error: ...` on one line and exit non-zero.
 
@@ -69,7 +78,7 @@ def cli_entrypoint(main: Callable[..., T]) -> Callable[..., T]:
             print(f"error: {exc}{hint}", file=sys.stderr)
             raise SystemExit(exc.exit_code) from None
         except OSError as exc:
-            if exc.errno in DISK_FULL:
+            if is_disk_full(exc):
                 where = f" writing {exc.filename}" if exc.filename else ""
                 print(
                     f"error: no space left on the device{where}; free some space or point "

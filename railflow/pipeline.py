@@ -10,7 +10,6 @@ module that implements it exists.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import resource
@@ -20,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from railflow.dbt import run_dbt
-from railflow.errors import RailflowError, SettingsError, cli_entrypoint
+from railflow.errors import RailflowError, SettingsError, cli_entrypoint, is_disk_full
 from railflow.settings import Settings, get_settings
 from railflow.warehouse import build_then_publish, connect
 
@@ -149,10 +148,10 @@ class StageError(RailflowError):
 def run_stage(stage: Stage, settings: Settings) -> StageResult:
     try:
         return stage.load()(settings) or StageResult()
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as exc:
+        if not is_disk_full(exc):
             raise
-        where = f" writing {exc.filename}" if exc.filename else ""
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
         raise StageError(
             f"{stage.name}: no space left on the device{where}; free some space, or point "
             "RAILFLOW_DATA_DIR at a larger disk, then run again "

@@ -15,7 +15,6 @@ for such a writer, then gets `WarehouseLockedError` (retryable) instead of a cra
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import io
 import re
@@ -33,6 +32,7 @@ from railflow.errors import (
     WarehouseError,
     WarehouseLockedError,
     WarehouseMissingError,
+    is_disk_full,
 )
 from railflow.settings import Settings, get_settings
 
@@ -41,6 +41,8 @@ WriteMode = Literal["replace", "append"]
 # a time), and a reader for a writer, before giving up with WarehouseLockedError
 WRITER_WAIT_SECONDS = 120.0
 READER_WAIT_SECONDS = 2.0
+# How long a pipeline waits for a writer on the warehouse itself before building its copy
+PUBLISH_WAIT_SECONDS = 10.0
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -160,7 +162,7 @@ class DuckDBWarehouse(Warehouse):
                 self.con.sql(f"set memory_limit = '{settings.duckdb_memory_limit}'")
                 break
             except duckdb.IOException as exc:
-                if "no space left" in str(exc).lower():
+                if is_disk_full(exc):
                     raise disk_full(path) from None
                 if not _is_lock_error(exc):
                     raise WarehouseError(f"cannot open warehouse {path}: {exc}") from None
@@ -208,7 +210,7 @@ class DuckDBWarehouse(Warehouse):
         try:
             yield
         except duckdb.Error as exc:
-            if "no space left" not in str(exc).lower():
+            if not is_disk_full(exc):
                 raise
             raise disk_full(self.settings.duckdb_path) from None
 
@@ -501,18 +503,25 @@ def build_then_publish(settings: Settings) -> Iterator[Settings]:
                 time.sleep(0.5)
         for stale in (building, _wal(building)):  # a run killed before it published
             stale.unlink(missing_ok=True)
+        guard: Warehouse | None = None
         try:
             if live.exists():
                 _checkpoint(settings, live)  # a crashed writer's log belongs to the old file
+                # Held read-only until the copy is published: readers share it, but a writer
+                # on the file itself (a stage run alone) waits, so nothing it writes is lost
+                # under the rename, and the copy is never taken mid-write.
+                guard = DuckDBWarehouse(settings, read_only=True, wait_seconds=PUBLISH_WAIT_SECONDS)
                 shutil.copyfile(live, building)
             yield settings.with_overrides(duckdb_path=building)
             if building.exists():
                 _checkpoint(settings, building)
                 building.replace(live)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(exc):
                 raise disk_full(live) from None
             raise
         finally:
+            if guard is not None:
+                guard.close()
             for leftover in (building, _wal(building)):
                 leftover.unlink(missing_ok=True)

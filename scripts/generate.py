@@ -15,7 +15,6 @@ Before writing, the world's estimated disk and memory needs are checked against 
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import shutil
@@ -30,7 +29,7 @@ import polars as pl
 from tqdm import tqdm
 
 from railflow.checksums import sha256_file
-from railflow.errors import RailflowError, SettingsError, cli_entrypoint
+from railflow.errors import RailflowError, SettingsError, cli_entrypoint, is_disk_full
 from railflow.pipeline import StageResult
 from railflow.settings import Settings, get_settings, warn_if_development_salt
 from scripts.reference import load_reference
@@ -258,7 +257,7 @@ def generate(
     except BaseException as exc:
         for folder in staged.values():
             shutil.rmtree(folder, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(exc, Exception) and is_disk_full(exc):
             raise GenerateError(
                 f"no space left on the device under {out_dir} while writing the world; the "
                 f"previous world in {out_dir} is intact; free some space or choose fewer users "

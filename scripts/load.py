@@ -23,9 +23,15 @@
   plan's is wrong for every row (an epoch number for a timestamp, "true" for a boolean, a list);
   a float is an integer only when it is whole. Every input row is accounted for:
   loaded + quarantined = read, per batch, in `audit.load_batches`.
-- Clear-text PII never reaches the warehouse: a row with an email-like value in a string column,
-  or a phone number as a free-text value (a string no enum, reference, format or key constrains),
-  is quarantined, and its `row_json` in the quarantine has such values redacted.
+- Clear-text PII never reaches the warehouse: a row with an email-like value (also disguised:
+  %40, a full-width '＠', "name at domain dot com") or a tel: link in a string column, or a phone
+  number or a full name in a free-text value (a string no enum, reference, format or key
+  constrains), is quarantined, and its `row_json` in the quarantine has such values redacted.
+- Rows that would load and then fail the dbt build are quarantined: an empty key, received_at
+  before occurred_at, an event id sent again with another occurred_at (the first delivery wins).
+- With the generator's manifest.json in the raw folder, a file it does not list or whose SHA-256
+  differs stops the load before any write, in one line naming the file.
+- Each batch is written in one transaction (DuckDB): a killed load leaves it as it was.
 - Files the load does not read (not .parquet, or outside the plan's table folders) are logged
   one warning each and counted in the summary.
 - A file that cannot be read at all stops the load with a one-line error naming the file.

@@ -564,21 +564,8 @@ def test_one_emptied_table_folder_stops_the_prune_before_any_delete(
 def test_cli_raw_dir_one_level_too_high_refuses_to_prune(settings: Settings, raw: Path) -> None:
     load(settings)
     rows, batches = warehouse_state(settings)
-    proc = subprocess.run(
-        [sys.executable, "-m", "scripts.load", "--raw-dir", str(raw.parent), "--prune"],
-        cwd=REPO_ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "RAILFLOW_DATA_DIR": str(settings.data_dir),
-            "RAILFLOW_DUCKDB_PATH": str(settings.duckdb_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and f"--raw-dir {raw}" in errors[0]
+    line = one_error_line(load_cli(settings, "--raw-dir", str(raw.parent), "--prune"))
+    assert f"--raw-dir {raw}" in line
     assert warehouse_state(settings) == (rows, batches)
 
 
@@ -864,3 +851,11 @@ def test_the_bad_input_table_is_generated_from_these_cases() -> None:
     if os.environ.get("RAILFLOW_WRITE_DOCS") == "1":
         doc.write_text(text)
     assert doc.read_text() == text, "docs/bad_inputs.md is stale: see this test's docstring"
+
+
+def test_a_full_disk_stops_the_load_with_one_line(
+    settings: Settings, small_disk: Callable[..., Path]
+) -> None:
+    full = settings.with_overrides(duckdb_path=small_disk("300k") / "warehouse.duckdb")
+    line = one_error_line(load_cli(full))
+    assert "no space left on the device" in line and str(full.duckdb_path) in line
