@@ -501,8 +501,8 @@ def load_file(
     on DuckDB: a failure or a kill part-way leaves the batch as it was before, and the next load
     repairs it (it still differs from its recorded SHA-256). On BigQuery, which has no
     multi-statement transaction across load jobs here, each step is idempotent instead: the
-    accounting row is written last, so a batch interrupted part-way has no accounting (or its
-    old one, for a changed file) and the next load replaces its rows again."""
+    rewrite is recorded first and the accounting row written last, so a batch interrupted
+    part-way has no accounting and the next load replaces its rows again."""
     batch_id = f"{spec.name}/{path.name}"
     report = BatchReport(batch_id, spec.name, str(path))
     digest = digest or sha256_file(path)
@@ -543,12 +543,14 @@ def write_batch(
     batch_id = report.batch_id
     loaded_at = pl.lit(now, dtype=TS)
     good = good.with_columns(pl.lit(batch_id).alias("_batch_id"), loaded_at.alias("_loaded_at"))
-    delete_batch(wh, spec.name, batch_id)  # idempotent: its earlier rows are replaced
+    # The rewrite is recorded before anything is deleted: where there is no transaction
+    # (BigQuery), a run stopped after the delete still leaves the record for the next build.
     if previous is not None and previous != digest:
         record_rewrite(wh, spec.name, batch_id, "changed", now)
     if report.rows_backfilled:
         reason = f"backfill: {report.rows_backfilled} rows older than the lookback"
         record_rewrite(wh, spec.name, batch_id, reason, now)
+    delete_batch(wh, spec.name, batch_id)  # idempotent: its earlier rows are replaced
     kind = "events" if spec.kind == "event" else "users"
     wh.write(
         good,
@@ -745,8 +747,8 @@ def load(
                         report = BatchReport(batch_id, name, str(raw_dir / batch_id))
                         report.rows_removed = recorded[batch_id].rows_loaded
                         with wh.transaction():
-                            delete_batch(wh, name, batch_id)
                             record_rewrite(wh, name, batch_id, "removed", now)
+                            delete_batch(wh, name, batch_id)
                         reports.append(report)
     return reports
 

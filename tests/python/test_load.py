@@ -777,15 +777,17 @@ def test_an_undecodable_file_without_manifest_is_one_line(settings: Settings, ra
 KILLED_LOAD = """
 import os, signal, sys
 import scripts.load as load
-def killed(*args, **kwargs):  # between the batch's delete and the record of its rewrite
+deleted = load.delete_batch
+def killed(*args, **kwargs):  # right after a batch's rows and accounting are deleted
+    deleted(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)
-load.record_rewrite = killed
+load.delete_batch = killed
 load.main(sys.argv[1:])
 """
 
 
 def run_killed_load(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """The loader, killed (SIGKILL) between deleting a changed batch and recording it."""
+    """The loader, killed (SIGKILL) right after deleting a changed batch's rows."""
     return subprocess.run(
         [sys.executable, "-c", KILLED_LOAD, *args],
         cwd=REPO_ROOT,
