@@ -7,7 +7,6 @@ the pipeline, the tests and analysts run exactly the command they would type.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import re
@@ -16,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +110,18 @@ def run_dbt(
     return proc
 
 
-def _die_with_parent() -> None:
-    """In the child, before dbt starts: have the kernel send it SIGTERM when its parent dies,
-    even by SIGKILL, which no handler in the parent can see (Linux's PR_SET_PDEATHSIG)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before dbt starts: have the kernel send it SIGTERM when its parent
+    dies, even by SIGKILL, which no handler in the parent can see (Linux's PR_SET_PDEATHSIG).
+    libc is loaded here, in the parent: between fork and exec the child only makes the call."""
+    if sys.platform != "linux":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # the running program's symbols, libc's among them
+
+    def set_parent_death_signal() -> None:
+        libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+    return set_parent_death_signal
 
 
 def stop_child(proc: subprocess.Popen[str], grace_seconds: float = 15.0) -> None:
@@ -143,7 +149,7 @@ def run_child(
         text=True,
         stdout=pipe,
         stderr=pipe,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        preexec_fn=_die_with_parent(),
     )
     try:
         stdout, stderr = proc.communicate()

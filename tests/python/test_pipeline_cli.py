@@ -260,8 +260,21 @@ def wait_for_dbt(proc: subprocess.Popen[str]) -> list[psutil.Process]:
 
 
 def gone(processes: list[psutil.Process], timeout: float = 30) -> bool:
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
-    return not alive
+    """Whether the processes exit within the timeout (a zombie has exited: an orphan waits to
+    be reaped by whatever adopted it)."""
+
+    def running(p: psutil.Process) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while any(running(p) for p in processes):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 @pytest.mark.slow
