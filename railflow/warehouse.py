@@ -21,7 +21,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,7 +198,8 @@ class DuckDBWarehouse(Warehouse):
         try:
             yield
         except BaseException:
-            self.con.sql("rollback")
+            with suppress(Exception):  # a failed statement may have ended it already
+                self.con.sql("rollback")
             raise
         with self._disk_full_is_one_line():
             self.con.sql("commit")
@@ -256,7 +257,8 @@ class DuckDBWarehouse(Warehouse):
         return df.height
 
     def close(self) -> None:
-        self.con.close()
+        with self._disk_full_is_one_line():  # closing checkpoints the write-ahead log
+            self.con.close()
 
 
 # ------------------------------------------------------------------------------------------
