@@ -654,12 +654,13 @@ def read_manifest(raw_dir: Path) -> dict[str, dict[str, object]] | None:
         return None
     try:
         files = json.loads(path.read_text())["files"]
-        assert isinstance(files, dict)
-    except (ValueError, KeyError, TypeError, AssertionError):
+    except (ValueError, KeyError, TypeError):
+        files = None
+    if not isinstance(files, dict):
         raise LoadError(
             f"{path} is not a RailFlow manifest (JSON with a 'files' object); regenerate the "
             "world (`python -m scripts.generate`) or remove the file"
-        ) from None
+        )
     return files
 
 
