@@ -731,29 +731,43 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
-FILE_CASES = {
-    "bytes-flipped": ("64 bytes flipped in the middle of a Parquet file", flip_bytes),
+FILE_CASES = {  # what was tried, how, and the file the one error line must name
+    "bytes-flipped": (
+        "64 bytes flipped in the middle of a Parquet file",
+        flip_bytes,
+        lambda p: p,
+    ),
     "truncated": (
         "a Parquet file cut to half its size",
         lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        lambda p: p,
     ),
     "not-in-manifest": (
         "a Parquet file the manifest does not list",
         lambda p: shutil.copy(p, p.with_name("part-09999.parquet")),
+        lambda p: p.with_name("part-09999.parquet"),
+    ),
+    "manifest-not-json": (
+        "a manifest.json that is not JSON",
+        lambda p: (p.parent.parent / "manifest.json").write_text("{not json"),
+        lambda p: p.parent.parent / "manifest.json",
     ),
 }
 
 
-@pytest.mark.parametrize(("tried", "corrupt"), FILE_CASES.values(), ids=FILE_CASES.keys())
+@pytest.mark.parametrize(("tried", "corrupt", "named"), FILE_CASES.values(), ids=FILE_CASES.keys())
 def test_a_file_that_does_not_match_the_manifest_is_refused(
-    empty_settings: Settings, manifested: Path, tried: str, corrupt: Callable[[Path], object]
+    empty_settings: Settings,
+    manifested: Path,
+    tried: str,
+    corrupt: Callable[[Path], object],
+    named: Callable[[Path], Path],
 ) -> None:
     settings = empty_settings.with_overrides(data_dir=manifested.parent)
     path = part(manifested)
     corrupt(path)
-    named = path if "manifest does not" not in tried else path.with_name("part-09999.parquet")
     line = one_error_line(load_cli(settings))
-    assert str(named) in line and "manifest.json" in line
+    assert str(named(path)) in line and "manifest.json" in line
     assert not settings.duckdb_path.exists()  # refused before anything was written
 
 
@@ -839,7 +853,7 @@ def test_the_bad_input_table_is_generated_from_these_cases() -> None:
             f"| `{name}` | utm_source = `{value}` (session_started) | quarantines the row: "
             f"`{reason}`; redacted in `row_json` |"
         )
-    for name, (tried, _) in FILE_CASES.items():
+    for name, (tried, _, _) in FILE_CASES.items():
         lines.append(
             f"| `{name}` | {tried} | refuses the load before any write, one `error:` line "
             "naming the file and the manifest |"
