@@ -312,7 +312,7 @@ while time.monotonic() < until:
         raw, marts = con.sql(
             "select (select count(distinct search_id) from raw.search_route), "
             "(select count(*) from marts.fct_searches)"
-        ).fetchone()
+        ).fetchall()[0]
         print("saw", raw, marts, flush=True)
         time.sleep(0.3)  # holds the file, as the app does while it renders a page
         con.close()
@@ -371,6 +371,7 @@ def test_a_killed_load_is_repaired_and_built_while_readers_read(
             reader.terminate()
     seen = [line.split() for r in readers for line in r.communicate(timeout=30)[0].splitlines()]
     assert pipeline.returncode == 0, pipeline.stderr
+    assert len(seen) > 20  # the readers did read, all along
     assert [s for s in seen if s[0] == "error"] == []
     with connect(settings) as wh:
         new = wh.query(
