@@ -6,14 +6,16 @@ the pipeline, the tests and analysts run exactly the command they would type.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +93,7 @@ def run_dbt(
         env.setdefault("DBT_USE_COLORS", "false")
     cmd = [dbt_executable(), *args, "--target", settings.target]
     started = time.time()
-    proc = subprocess.run(
-        cmd,
-        cwd=REPO_ROOT,
-        env=env,
-        text=True,
-        capture_output=capture,
-        check=False,
-    )
+    proc = run_child(cmd, env, capture)
     if check and proc.returncode != 0:
         target = Path(args[args.index("--target-path") + 1]) if "--target-path" in args else None
         results = (target or settings.dbt_target_path) / "run_results.json"
@@ -113,6 +108,55 @@ def run_dbt(
             f"see {f'{results} and ' if fresh else ''}logs/dbt.log"
         )
     return proc
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before dbt starts: have the kernel send it SIGTERM when its parent
+    dies, even by SIGKILL, which no handler in the parent can see (Linux's PR_SET_PDEATHSIG).
+    libc is loaded here, in the parent: between fork and exec the child only makes the call."""
+    if sys.platform != "linux":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # the running program's symbols, libc's among them
+
+    def set_parent_death_signal() -> None:
+        libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+    return set_parent_death_signal
+
+
+def stop_child(proc: subprocess.Popen[str], grace_seconds: float = 15.0) -> None:
+    """SIGTERM (dbt then cancels its queries and exits), SIGKILL if it does not within grace."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_child(
+    cmd: Sequence[str], env: dict[str, str], capture: bool
+) -> subprocess.CompletedProcess[str]:
+    """Run a child process that never outlives this one: stopped when this process is
+    interrupted or terminated (the exception reaches here), and by the kernel when it is killed."""
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env,
+        text=True,
+        stdout=pipe,
+        stderr=pipe,
+        preexec_fn=_die_with_parent(),
+    )
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        stop_child(proc)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def failed_nodes(results: Path, shown: int = 3) -> str:

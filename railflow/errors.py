@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -37,6 +40,26 @@ class WarehouseLockedError(WarehouseError):
     retryable = True
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (stopping children, removing partial files), then exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A full disk (or quota), as an OSError or wrapped by a native library (polars, arrow and
+    DuckDB put the OS message in their own exception types)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return True
+    text = str(exc).lower()
+    return "no space left on device" in text or "disk quota exceeded" in text
+
+
 def cli_entrypoint(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap a CLI `main` so expected failures print `error: ...` on one line and exit non-zero.
 
@@ -46,6 +69,8 @@ def cli_entrypoint(main: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(main)
     def wrapper(*args: object, **kwargs: object) -> T:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return main(*args, **kwargs)
         except RailflowError as exc:
@@ -53,6 +78,14 @@ def cli_entrypoint(main: Callable[..., T]) -> Callable[..., T]:
             print(f"error: {exc}{hint}", file=sys.stderr)
             raise SystemExit(exc.exit_code) from None
         except OSError as exc:
+            if is_disk_full(exc):
+                where = f" writing {exc.filename}" if exc.filename else ""
+                print(
+                    f"error: no space left on the device{where}; free some space or point "
+                    "RAILFLOW_DATA_DIR at a larger disk, then run again",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1) from None
             if exc.filename is None:  # not about a path the user gave: a bug, keep the traceback
                 raise
             where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
@@ -65,5 +98,8 @@ def cli_entrypoint(main: Callable[..., T]) -> Callable[..., T]:
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             raise SystemExit(130) from None
+        except Terminated:
+            print("error: terminated", file=sys.stderr)
+            raise SystemExit(143) from None
 
     return wrapper

@@ -22,10 +22,10 @@ from analysis import crm_export, experiments
 from ml import churn
 from ml import pipeline as ml_pipeline
 from railflow.dbt import run_dbt
-from railflow.errors import SettingsError, cli_entrypoint
+from railflow.errors import RailflowError, SettingsError, cli_entrypoint, is_disk_full
 from railflow.settings import Settings, get_settings
 from railflow.stage import StageResult
-from railflow.warehouse import connect
+from railflow.warehouse import build_then_publish, connect
 from scripts import generate, load
 
 log = logging.getLogger("railflow.pipeline")
@@ -131,8 +131,34 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
 
 
+class StageError(RailflowError):
+    """A stage failed on the file system (a full disk): one line, whatever module raised it."""
+
+
+def run_stage(stage: Stage, settings: Settings) -> StageResult:
+    try:
+        return stage.run(settings) or StageResult()
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        raise StageError(
+            f"{stage.name}: no space left on the device{where}; free some space, or point "
+            "RAILFLOW_DATA_DIR at a larger disk, then run again "
+            f"(python -m railflow.pipeline --from {stage.name})"
+        ) from None
+
+
+# Stages that write nothing to the warehouse: run alone, they need no copy of it
+NO_WAREHOUSE = {"generate"}
+
+
 def run_pipeline(settings: Settings, stages: Sequence[Stage] | None = None) -> list[StageRun]:
-    """Run stages in order; stop at the first failure (its error propagates)."""
+    """Run stages in order; stop at the first failure (its error propagates).
+
+    On DuckDB the stages build into a copy of the warehouse that replaces it once they have all
+    succeeded (railflow.warehouse.build_then_publish): readers never block the build and never
+    see it half done, and a failed run leaves the previous warehouse as it was."""
     settings.ensure_writable()
     stages = list(STAGES) if stages is None else list(stages)
     # before minutes of work, not after
@@ -147,10 +173,25 @@ def run_pipeline(settings: Settings, stages: Sequence[Stage] | None = None) -> l
         with connect(settings):  # credentials, before generate rewrites data/raw for nothing
             pass
     runs: list[StageRun] = []
+    if not {s.name for s in stages} - NO_WAREHOUSE:
+        return _run_stages(settings, stages, runs)
+    with build_then_publish(settings) as building:
+        _run_stages(building, stages, runs)
+    for run in runs:  # name the warehouse readers open, not the copy it was built in
+        run.result.outputs = [
+            o.replace(str(building.duckdb_path), str(settings.duckdb_path))
+            for o in run.result.outputs
+        ]
+    return runs
+
+
+def _run_stages(
+    settings: Settings, stages: Sequence[Stage], runs: list[StageRun]
+) -> list[StageRun]:
     for index, stage in enumerate(stages, start=1):
         log.info("[%d/%d] %s: %s", index, len(stages), stage.name, stage.description)
         wall, cpu = time.perf_counter(), _cpu_seconds()
-        result = stage.run(settings) or StageResult()
+        result = run_stage(stage, settings)
         run = StageRun(stage.name, time.perf_counter() - wall, _cpu_seconds() - cpu, result)
         runs.append(run)
         rows = f", {result.rows:,} rows" if result.rows is not None else ""

@@ -35,8 +35,10 @@ REPO_ROOT = _project_root()
 REPO_PROFILES_DIR = REPO_ROOT / ".dbt"
 TARGETS = ("duckdb", "bigquery")
 BQ_METHODS = ("oauth", "service-account")  # as dbt-bigquery names them
-# Used only on DuckDB, with a warning; BigQuery refuses to run without RAILFLOW_PII_SALT.
+# Used only on DuckDB, with a warning; BigQuery refuses it, and any salt shorter than
+# MIN_PII_SALT_CHARS (a short salt is guessed as easily as no salt).
 DEV_PII_SALT = "railflow-dev-salt-not-for-production"
+MIN_PII_SALT_CHARS = 16
 
 # Warehouse layers. On DuckDB each is a schema of that name; on BigQuery a dataset named
 # `<dataset>_<layer>`. The dbt macro `layer_schema_name` applies the same rule.
@@ -68,6 +70,7 @@ class Settings:
     start_date: date = date(2026, 3, 1)
     seed: int = 42
     pii_salt: str = field(default=DEV_PII_SALT, repr=False)
+    pii_salt_is_set: bool = False  # RAILFLOW_PII_SALT was given (even if to the dev salt)
     bq_project: str | None = None
     bq_dataset: str = "railflow"
     bq_location: str = "europe-west9"
@@ -197,10 +200,31 @@ def warn_if_development_salt(settings: Settings) -> None:
     hashes says it, so `--help` and the stages that read hashes stay quiet."""
     if settings.salt_is_default and not _warned_dev_salt:
         _warned_dev_salt.append(True)
+        state = "is the development salt" if settings.pii_salt_is_set else "is not set"
         log.warning(
-            "warning: RAILFLOW_PII_SALT is not set: using the development salt "
+            f"warning: RAILFLOW_PII_SALT {state}: using the development salt "
             "(fine for local DuckDB, never for production)"
         )
+
+
+def check_production_salt(salt: str) -> None:
+    """BigQuery holds real data: its salt must be a secret, not the development salt, and long
+    enough not to be guessed (at least MIN_PII_SALT_CHARS characters, spaces not counted)."""
+    fix = (
+        f"export RAILFLOW_PII_SALT to a random secret of at least {MIN_PII_SALT_CHARS} "
+        "characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+    )
+    if not salt:
+        problem = "is not set"
+    elif salt == DEV_PII_SALT:
+        problem = "is the development salt"
+    elif len(salt.strip()) < MIN_PII_SALT_CHARS:
+        problem = f"is too short ({len(salt.strip())} characters without spaces)"
+    else:
+        return
+    raise SettingsError(
+        f"RAILFLOW_PII_SALT {problem}; the bigquery target refuses to hash PII with it: {fix}"
+    )
 
 
 def get_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -222,13 +246,10 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         ) from None
 
     salt = env.get("RAILFLOW_PII_SALT", "")
-    if not salt:
-        if target == "bigquery":
-            raise SettingsError(
-                "RAILFLOW_PII_SALT is not set; the bigquery target refuses to hash PII with the "
-                "development salt: export RAILFLOW_PII_SALT to a long random secret"
-            )
-        salt = DEV_PII_SALT  # what hashes with it says so (warn_if_development_salt)
+    if target == "bigquery":
+        check_production_salt(salt)
+    salt_is_set = bool(salt)
+    salt = salt or DEV_PII_SALT  # what hashes with it says so (warn_if_development_salt)
 
     bq_project = env.get("RAILFLOW_BQ_PROJECT") or None
     if target == "bigquery" and not bq_project:
@@ -259,6 +280,7 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         start_date=start_date,
         seed=_int(env, "RAILFLOW_SEED", 42, minimum=0),
         pii_salt=salt,
+        pii_salt_is_set=salt_is_set,
         bq_project=bq_project,
         bq_dataset=env.get("RAILFLOW_BQ_DATASET", "railflow") or "railflow",
         bq_location=env.get("RAILFLOW_BQ_LOCATION", "europe-west9") or "europe-west9",

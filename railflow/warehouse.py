@@ -4,17 +4,24 @@ Sidecars never open connections themselves: they call `connect()` and use `query
 `write` and `execute`, naming tables by layer (`raw`, `marts`, `ml`, ...) so the same code
 runs on both targets.
 
-DuckDB lets one process write at a time. Readers open the file read-only; if a build holds the
-lock they get `WarehouseLockedError` (retryable) after a short, bounded wait instead of a crash.
+DuckDB lets one process hold a file for writing, or any number for reading, never both. The
+pipeline therefore never writes the file readers open: `build_then_publish` gives it a copy
+(`<file>.building`), and when every stage has succeeded the copy replaces the file in one
+rename. A reader (the app) never blocks the pipeline and never sees a half-built warehouse.
+Readers open the file read-only; a writer that opens the file itself (a stage run alone, dbt by
+hand) waits for readers with a bounded retry (WRITER_WAIT_SECONDS), and a reader waits briefly
+for such a writer, then gets `WarehouseLockedError` (retryable) instead of a crash.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import re
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +32,17 @@ from railflow.errors import (
     WarehouseError,
     WarehouseLockedError,
     WarehouseMissingError,
+    is_disk_full,
 )
 from railflow.settings import Settings, get_settings
 
 WriteMode = Literal["replace", "append"]
+# How long a writer waits for readers to let go of the DuckDB file (they hold it for a query at
+# a time), and a reader for a writer, before giving up with WarehouseLockedError
+WRITER_WAIT_SECONDS = 120.0
+READER_WAIT_SECONDS = 2.0
+# How long a pipeline waits for a writer on the warehouse itself before building its copy
+PUBLISH_WAIT_SECONDS = 10.0
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -96,6 +110,12 @@ class Warehouse:
     def close(self) -> None:  # pragma: no cover - trivial
         pass
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Statements that commit together or not at all. BigQuery runs each load job on its
+        own: callers keep every step idempotent there (see scripts.load.load_file)."""
+        yield
+
     def _require_writable(self) -> None:
         if self.read_only:
             raise WarehouseError(
@@ -111,8 +131,17 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text and ("conflicting" in text or "could not set" in text)
 
 
+def disk_full(path: Path) -> WarehouseError:
+    return WarehouseError(
+        f"no space left on the device holding {path}; free some space, or point "
+        "RAILFLOW_DATA_DIR / RAILFLOW_DUCKDB_PATH at a larger disk, then run again"
+    )
+
+
 class DuckDBWarehouse(Warehouse):
-    def __init__(self, settings: Settings, read_only: bool, wait_seconds: float = 2.0) -> None:
+    def __init__(
+        self, settings: Settings, read_only: bool, wait_seconds: float = READER_WAIT_SECONDS
+    ) -> None:
         import duckdb
 
         super().__init__(settings, read_only)
@@ -133,12 +162,14 @@ class DuckDBWarehouse(Warehouse):
                 self.con.sql(f"set memory_limit = '{settings.duckdb_memory_limit}'")
                 break
             except duckdb.IOException as exc:
+                if is_disk_full(exc):
+                    raise disk_full(path) from None
                 if not _is_lock_error(exc):
                     raise WarehouseError(f"cannot open warehouse {path}: {exc}") from None
                 if time.monotonic() >= deadline:
                     raise WarehouseLockedError(
-                        f"warehouse {path} is locked by another process (a build is probably "
-                        "running); wait for it to finish and retry"
+                        f"warehouse {path} is locked by another process (a build, a load, or "
+                        f"readers for over {wait_seconds:.0f}s); wait for it to finish and retry"
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -157,7 +188,32 @@ class DuckDBWarehouse(Warehouse):
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._require_writable()
-        self.con.sql(sql, params=dict(params) if params else None)
+        with self._disk_full_is_one_line():
+            self.con.sql(sql, params=dict(params) if params else None)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._require_writable()
+        self.con.sql("begin transaction")
+        try:
+            yield
+        except BaseException:
+            with suppress(Exception):  # a failed statement may have ended it already
+                self.con.sql("rollback")
+            raise
+        with self._disk_full_is_one_line():
+            self.con.sql("commit")
+
+    @contextmanager
+    def _disk_full_is_one_line(self) -> Iterator[None]:
+        import duckdb
+
+        try:
+            yield
+        except duckdb.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            raise disk_full(self.settings.duckdb_path) from None
 
     def create_schema(self, layer: str) -> None:
         self._require_writable()
@@ -191,16 +247,18 @@ class DuckDBWarehouse(Warehouse):
         rows = f"select * from _railflow_frame{order}"
         self.con.register("_railflow_frame", df.to_arrow())
         try:
-            if mode == "append" and self.table_exists(layer, name):
-                self.con.sql(f"insert into {target} by name {rows}")
-            else:
-                self.con.sql(f"create or replace table {target} as {rows}")
+            with self._disk_full_is_one_line():
+                if mode == "append" and self.table_exists(layer, name):
+                    self.con.sql(f"insert into {target} by name {rows}")
+                else:
+                    self.con.sql(f"create or replace table {target} as {rows}")
         finally:
             self.con.unregister("_railflow_frame")
         return df.height
 
     def close(self) -> None:
-        self.con.close()
+        with self._disk_full_is_one_line():  # closing checkpoints the write-ahead log
+            self.con.close()
 
 
 # ------------------------------------------------------------------------------------------
@@ -378,17 +436,21 @@ class BigQueryWarehouse(Warehouse):
 
 # ------------------------------------------------------------------------------------------
 def open_warehouse(
-    settings: Settings | None = None, *, read_only: bool = True, wait_seconds: float = 2.0
+    settings: Settings | None = None, *, read_only: bool = True, wait_seconds: float | None = None
 ) -> Warehouse:
+    """`wait_seconds`: how long to wait for the DuckDB lock (default: READER_WAIT_SECONDS for
+    a reader, WRITER_WAIT_SECONDS for a writer, which readers must never make fail)."""
     settings = settings or get_settings()
     if settings.target == "bigquery":
         return BigQueryWarehouse(settings, read_only)
+    if wait_seconds is None:
+        wait_seconds = READER_WAIT_SECONDS if read_only else WRITER_WAIT_SECONDS
     return DuckDBWarehouse(settings, read_only, wait_seconds=wait_seconds)
 
 
 @contextmanager
 def connect(
-    settings: Settings | None = None, *, read_only: bool = True, wait_seconds: float = 2.0
+    settings: Settings | None = None, *, read_only: bool = True, wait_seconds: float | None = None
 ) -> Iterator[Warehouse]:
     """Open the configured warehouse; read-only unless asked. Closes on exit."""
     wh = open_warehouse(settings, read_only=read_only, wait_seconds=wait_seconds)
@@ -396,3 +458,72 @@ def connect(
         yield wh
     finally:
         wh.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Build into a copy, publish with one rename
+# ------------------------------------------------------------------------------------------
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _checkpoint(settings: Settings, path: Path) -> None:
+    """Fold a write-ahead log into its file, so the file alone is the database."""
+    if _wal(path).exists():
+        with connect(settings.with_overrides(duckdb_path=path), read_only=False) as wh:
+            wh.execute("checkpoint")
+
+
+@contextmanager
+def build_then_publish(settings: Settings) -> Iterator[Settings]:
+    """Settings whose DuckDB file is a private copy of the warehouse; on a clean exit the copy
+    replaces the warehouse in one atomic rename, on an error (or a kill) it is discarded and the
+    warehouse is left as it was.
+
+    Readers keep the file they opened (an open file survives a rename on POSIX) and see the
+    new warehouse from their next open: never a half-built one, and they never hold a lock the
+    build needs. The copy costs disk space (the warehouse twice, for the run) and a file copy.
+    One build at a time: a second pipeline waits for the first to publish. BigQuery: the
+    settings as they are (its jobs do not lock out readers)."""
+    if settings.target != "duckdb":
+        yield settings
+        return
+    live = settings.duckdb_path
+    building = live.with_name(live.name + ".building")
+    live.parent.mkdir(parents=True, exist_ok=True)
+    with live.with_name(live.name + ".build-lock").open("w") as lock:
+        deadline = time.monotonic() + WRITER_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WarehouseLockedError(
+                        f"another pipeline run is building {live}; wait for it to finish"
+                    ) from None
+                time.sleep(0.5)
+        for stale in (building, _wal(building)):  # a run killed before it published
+            stale.unlink(missing_ok=True)
+        guard: Warehouse | None = None
+        try:
+            if live.exists():
+                _checkpoint(settings, live)  # a crashed writer's log belongs to the old file
+                # Held read-only until the copy is published: readers share it, but a writer
+                # on the file itself (a stage run alone) waits, so nothing it writes is lost
+                # under the rename, and the copy is never taken mid-write.
+                guard = DuckDBWarehouse(settings, read_only=True, wait_seconds=PUBLISH_WAIT_SECONDS)
+                shutil.copyfile(live, building)
+            yield settings.with_overrides(duckdb_path=building)
+            if building.exists():
+                _checkpoint(settings, building)
+                building.replace(live)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(live) from None
+            raise
+        finally:
+            if guard is not None:
+                guard.close()
+            for leftover in (building, _wal(building)):
+                leftover.unlink(missing_ok=True)

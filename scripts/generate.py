@@ -2,9 +2,14 @@
 
     python -m scripts.generate --users 20000 --days 180 --seed 42 --start-date 2026-03-01
 
-Writes data/raw/<table>/part-<chunk>.parquet (exactly the columns of schemas/tracking_plan.yml)
-and data/truth/ (params.json and Parquet files that are never loaded into the warehouse).
+Writes data/raw/<table>/part-<chunk>.parquet (exactly the columns of schemas/tracking_plan.yml),
+data/raw/manifest.json (each file's SHA-256 and row count, which the loader checks) and
+data/truth/ (params.json and Parquet files that are never loaded into the warehouse).
 Same seed and arguments -> byte-identical files.
+
+A new world is written beside the old one (data/.raw.new, data/.truth.new) and renamed into
+place once complete: a failed run (a full disk, a kill) leaves the previous world as it was.
+Before writing, the world's estimated disk and memory needs are checked against what is free.
 """
 
 from __future__ import annotations
@@ -23,17 +28,67 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from railflow.errors import SettingsError, cli_entrypoint
+from railflow.checksums import sha256_file
+from railflow.errors import RailflowError, SettingsError, cli_entrypoint, is_disk_full
 from railflow.settings import Settings, get_settings, warn_if_development_salt
 from railflow.stage import StageResult
 from scripts.reference import load_reference
 from scripts.tracking_plan import load_plan
-from scripts.world import PARAMS, World
+from scripts.world import CHUNK_USERS, PARAMS, World
 
 log = logging.getLogger("railflow.generate")
 # zstd at level 1: within a few percent of snappy's speed, files about 30% smaller than snappy's
 PARQUET = {"compression": "zstd", "compression_level": 1, "statistics": True}
 WRITE_THREADS = 2  # Parquet encoding runs in native code, off the GIL, beside the next chunk
+MANIFEST = "manifest.json"  # scripts.load reads it under the same name
+# What a world costs, measured on generated worlds (2,000 x 120 and 25,000 x 30, raw + truth:
+# 32 and 40 bytes a user-day; peak memory 190 MB and 400 MB), with a margin. Memory grows with
+# the users of a chunk (CHUNK_USERS at most, two chunks in flight), not with the world.
+DISK_BYTES_PER_USER_DAY = 60
+MEMORY_BASE_BYTES = 300_000_000
+MEMORY_BYTES_PER_CHUNK_USER_DAY = 600
+
+
+class GenerateError(RailflowError):
+    """The world cannot be written (not enough room, a full disk)."""
+
+
+def _gb(n: float) -> str:
+    """A size in GB, or in MB below a gigabyte."""
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+
+
+def available_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_room(out_dir: Path, users: int, days: int) -> None:
+    """Refuse a world that cannot fit: its estimated size against the free disk under out_dir
+    (the old world stays until the new one is complete) and the available memory."""
+    disk_needed = users * days * DISK_BYTES_PER_USER_DAY
+    memory_needed = (
+        MEMORY_BASE_BYTES + min(users, 2 * CHUNK_USERS) * days * MEMORY_BYTES_PER_CHUNK_USER_DAY
+    )
+    folder = out_dir
+    while not folder.exists():  # the nearest existing folder is on the same disk
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    memory = available_memory()
+    world = f"a world of {users:,} users x {days:,} days"
+    if disk_needed > free:
+        raise GenerateError(
+            f"{world} needs about {_gb(disk_needed)} of disk for raw/ and truth/ (estimated at "
+            f"{DISK_BYTES_PER_USER_DAY} bytes a user-day), but {folder} has {_gb(free)} free; "
+            "choose fewer users or days (RAILFLOW_USERS, RAILFLOW_DAYS) or another "
+            "RAILFLOW_DATA_DIR"
+        )
+    if memory_needed > memory:
+        raise GenerateError(
+            f"{world} needs about {_gb(memory_needed)} of memory, but {_gb(memory)} is "
+            "available; choose fewer days (RAILFLOW_DAYS) or free some memory"
+        )
 
 
 class ParquetStream:
@@ -186,18 +241,59 @@ def generate(
     progress: bool = True,
 ) -> dict[str, int]:
     """Generate the world into out_dir/raw and out_dir/truth; returns rows per raw table."""
-    check_period(start, days, datetime.now(UTC).date())  # before the old world is deleted
-    raw_dir, truth_dir = out_dir / "raw", out_dir / "truth"
-    for folder in (raw_dir, truth_dir):
+    check_period(start, days, datetime.now(UTC).date())
+    check_room(out_dir, users, days)
+    final = {"raw": out_dir / "raw", "truth": out_dir / "truth"}
+    # written beside the old world, which stays until the new one is complete
+    staged = {name: out_dir / f".{name}.new" for name in final}
+    for folder in staged.values():
         if folder.exists():
-            shutil.rmtree(folder)  # a new world replaces the old one entirely
+            shutil.rmtree(folder)  # a run killed before it finished
         folder.mkdir(parents=True)
+    try:
+        counts = _write_world(
+            staged["raw"], staged["truth"], users, days, start, seed, salt, progress
+        )
+    except BaseException as exc:
+        for folder in staged.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            raise GenerateError(
+                f"no space left on the device under {out_dir} while writing the world; the "
+                f"previous world in {out_dir} is intact; free some space or choose fewer users "
+                "or days"
+            ) from None
+        raise
+    for name, folder in final.items():
+        old = out_dir / f".{name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if folder.exists():
+            folder.rename(old)
+        staged[name].rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    return counts
+
+
+def _write_world(
+    raw_dir: Path,
+    truth_dir: Path,
+    users: int,
+    days: int,
+    start: date,
+    seed: int,
+    salt: str,
+    progress: bool,
+) -> dict[str, int]:
     world = World(load_reference(), users=users, days=days, start=start, seed=seed, salt=salt)
     counts: dict[str, int] = {}
     truth: dict[str, ParquetStream] = {}
+    manifest: dict[str, dict[str, object]] = {}
 
     def write_raw(df: pl.DataFrame, table: str, path: Path) -> None:
         _conform(df, table).write_parquet(path, **PARQUET)
+        # hashed right after writing, from the page cache, on the writer thread
+        manifest[f"{table}/{path.name}"] = {"sha256": sha256_file(path), "rows": df.height}
 
     # Each table is encoded on a writer thread as soon as the simulation has finished it, while
     # the rest of its chunk (and the next chunk) is simulated. A chunk's first table waits until
@@ -243,7 +339,24 @@ def generate(
         "raw_row_counts": counts,
     }
     (truth_dir / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
+    write_manifest(raw_dir, manifest)
     return counts
+
+
+def write_manifest(raw_dir: Path, files: dict[str, dict[str, object]] | None = None) -> Path:
+    """raw_dir/manifest.json: each raw file's SHA-256 and row count (`files`, or computed from
+    the files present, as for a folder prepared by another producer)."""
+    if files is None:
+        files = {
+            path.relative_to(raw_dir).as_posix(): {
+                "sha256": sha256_file(path),
+                "rows": pl.scan_parquet(path).select(pl.len()).collect().item(),
+            }
+            for path in sorted(raw_dir.glob("*/*.parquet"))
+        }
+    path = raw_dir / MANIFEST
+    path.write_text(json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=1))
+    return path
 
 
 def stage(settings: Settings) -> StageResult:

@@ -23,9 +23,15 @@
   plan's is wrong for every row (an epoch number for a timestamp, "true" for a boolean, a list);
   a float is an integer only when it is whole. Every input row is accounted for:
   loaded + quarantined = read, per batch, in `audit.load_batches`.
-- Clear-text PII never reaches the warehouse: a row with an email-like value in a string column,
-  or a phone number as a free-text value (a string no enum, reference, format or key constrains),
-  is quarantined, and its `row_json` in the quarantine has such values redacted.
+- Clear-text PII never reaches the warehouse: a row with an email-like value (also disguised:
+  %40, a full-width '＠', "name at domain dot com") or a tel: link in a string column, or a phone
+  number or a full name in a free-text value (a string no enum, reference, format or key
+  constrains), is quarantined, and its `row_json` in the quarantine has such values redacted.
+- Rows that would load and then fail the dbt build are quarantined: an empty key, received_at
+  before occurred_at, an event id sent again with another occurred_at (the first delivery wins).
+- With the generator's manifest.json in the raw folder, a file it does not list or whose SHA-256
+  differs stops the load before any write, in one line naming the file.
+- Each batch is written in one transaction (DuckDB): a killed load leaves it as it was.
 - Files the load does not read (not .parquet, or outside the plan's table folders) are logged
   one warning each and counted in the summary.
 - A file that cannot be read at all stops the load with a one-line error naming the file.
@@ -51,23 +57,29 @@ from railflow.dbt import project_var
 from railflow.errors import RailflowError, SettingsError, cli_entrypoint
 from railflow.settings import Settings, get_settings
 from railflow.stage import StageResult
-from railflow.warehouse import Warehouse, connect
+from railflow.warehouse import WRITER_WAIT_SECONDS, Warehouse, connect
+from scripts.privacy import (
+    contains_full_name,
+    contains_phone,
+    looks_like_email,
+    looks_like_tel_link,
+)
 from scripts.reference import load_reference
 from scripts.tracking_plan import FORMATS, Column, TableSpec, load_plan
 
 log = logging.getLogger("railflow.load")
 FUTURE_TOLERANCE = timedelta(minutes=5)
 TS = pl.Datetime("us", "UTC")
-# Clear-text PII the loader refuses (privacy by construction). An email: an '@' between
-# characters an address can hold, quotes and brackets excluded.
-EMAIL_LIKE = r"[\w.%+'!#$&*/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*"
 PII_HINT = "clear-text PII: hash or drop it before writing data/raw"
 PHONE_IN_TEXT = r"\+?[\d(][\d\s./()-]{7,}\d"  # inside a longer text (lists in row_json)
 REDACTED, REDACTED_EMAIL, REDACTED_PHONE = "[redacted]", "[redacted email]", "[redacted phone]"
+REDACTED_NAME = "[redacted name]"
 # working columns of validate(), named so that no file column collides with them
 ROW, REASON, CAST = "__railflow_row", "__railflow_reason", "__railflow_cast_"
 # BigQuery layout of raw tables: day partitions on the event time, clustered by common filters.
 CLUSTER_BY = {"events": ["event_name", "user_id"], "users": ["country_code", "user_id"]}
+# What the generator writes beside the table folders: each file's SHA-256 and row count
+MANIFEST = "manifest.json"
 
 
 class LoadError(RailflowError):
@@ -96,15 +108,32 @@ class BatchReport:
             )
 
 
+def unreadable(path: Path, exc: BaseException) -> LoadError:
+    first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+    return LoadError(
+        f"cannot read {path}: {first}; regenerate it (`python -m scripts.generate`) or "
+        "remove it from data/raw"
+    )
+
+
 def read_batch(path: Path) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
-    except Exception as exc:  # polars/arrow raise many types for corrupt files
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise LoadError(
-            f"cannot read {path}: {first}; regenerate it (`python -m scripts.generate`) or "
-            "remove it from data/raw"
-        ) from None
+    # polars/arrow raise many types for corrupt files; a panic (a BaseException) among them
+    except (Exception, pl.exceptions.PanicException) as exc:
+        raise unreadable(path, exc) from None
+
+
+# Timestamps outside the years Python and DuckDB hold: polars cannot even convert some of them
+TS_YEARS = (1, 9999)
+
+
+def in_timestamp_range(source: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
+    """Whether a datetime of the file is within TS_YEARS, read from its stored integer (which
+    never fails, unlike converting an out-of-range value)."""
+    unit = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1_000}[dtype.time_unit or "us"]
+    lo, hi = (int((datetime(y, 1, 1, tzinfo=UTC)).timestamp()) * unit for y in TS_YEARS)
+    return source.to_physical().is_between(lo, hi)
 
 
 def _is_text(dtype: pl.DataType) -> bool:
@@ -138,25 +167,12 @@ def to_plan_type(source: pl.Expr, dtype: pl.DataType, col: Column) -> pl.Expr | 
     if col.type == "date" and text:
         return source.str.to_date(strict=False)
     if col.type == "timestamp" and isinstance(dtype, pl.Datetime):
+        source = pl.when(in_timestamp_range(source, dtype)).then(source)
         zoned = source.dt.replace_time_zone("UTC") if dtype.time_zone is None else source
         return zoned.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
     if col.type == "timestamp" and text:
         return source.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
     return None
-
-
-def looks_like_email(text: pl.Expr) -> pl.Expr:
-    return text.str.contains(EMAIL_LIKE)
-
-
-def looks_like_phone(text: pl.Expr) -> pl.Expr:
-    """Only digits and phone punctuation, with 9 to 15 digits. A bare run of digits not
-    starting with 0 (a numeric id) and an ISO date with a time are not taken for one."""
-    return (
-        text.str.contains(r"^\s*\+?[\s./()-]*(?:\d[\s./()-]*){9,15}$")
-        & ~text.str.contains(r"^\s*[1-9]\d*\s*$")
-        & ~text.str.contains(r"^\s*\d{4}-\d{2}-\d{2}")
-    )
 
 
 def as_text(df: pl.DataFrame, name: str) -> pl.Expr:
@@ -167,22 +183,38 @@ def as_text(df: pl.DataFrame, name: str) -> pl.Expr:
         encoded = pl.struct(name).struct.json_encode().str.strip_prefix(wrapper)
         encoded = encoded.str.strip_suffix("}").str.replace_all(PHONE_IN_TEXT, REDACTED_PHONE)
         return pl.when(pl.col(name).is_not_null()).then(encoded)
+    dtype = df.schema[name]
+    if isinstance(dtype, pl.Datetime):  # out of range: its stored number, never formatted
+        stored = pl.col(name).to_physical().cast(pl.Utf8)
+        return (
+            pl.when(in_timestamp_range(pl.col(name), dtype))
+            .then(pl.col(name).cast(pl.Utf8, strict=False))
+            .otherwise(stored)
+        )
     return pl.col(name).cast(pl.Utf8, strict=False)
 
 
 def redacted_row_json(df: pl.DataFrame, spec: TableSpec) -> pl.Expr:
     """Each row as JSON, every column of the file kept for debugging, except values that look
-    like personal data: the quarantine must not become the place clear-text PII lands."""
+    like personal data: the quarantine must not become the place clear-text PII lands. Such a
+    value is replaced whole, whatever its disguise."""
     if not df.columns:
         return pl.lit("{}")
     columns = {c.name: c for c in spec.columns}
     fields: list[pl.Expr] = []
     for name in df.columns:
         text = as_text(df, name)
-        value = text.str.replace_all(EMAIL_LIKE, REDACTED_EMAIL)
-        # any column: a quarantined row may hold a phone where an enum value belongs
-        value = pl.when(looks_like_phone(text)).then(pl.lit(REDACTED_PHONE)).otherwise(value)
         col = columns.get(name)
+        value = (
+            pl.when(looks_like_email(text))
+            .then(pl.lit(REDACTED_EMAIL))
+            # any column: a quarantined row may hold a phone where an enum value belongs
+            .when(contains_phone(text) | looks_like_tel_link(text))
+            .then(pl.lit(REDACTED_PHONE))
+            .when(contains_full_name(text))
+            .then(pl.lit(REDACTED_NAME))
+            .otherwise(text)
+        )
         if col is not None and col.format:
             valid = text.str.contains(FORMATS[col.format][0])
             value = pl.when(~valid).then(pl.lit(REDACTED)).otherwise(value)
@@ -190,8 +222,44 @@ def redacted_row_json(df: pl.DataFrame, spec: TableSpec) -> pl.Expr:
     return pl.struct(fields).struct.json_encode()
 
 
-def validate(df: pl.DataFrame, spec: TableSpec, now: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+def event_time_rules(
+    casts: Mapping[str, pl.Expr], earlier: Mapping[str, datetime]
+) -> list[pl.Expr]:
+    """Rules on an event's times, so that every row loaded builds in dbt (staging keeps one row
+    per event id and occurrence time):
+    - received before it occurred: impossible, a clock or a writer is wrong;
+    - one event id with two occurrence times. A re-send of an event is the same event: the
+      first delivery wins. Within a batch that is the earliest received (then the first row);
+      across batches, the one already loaded (`earlier`: event id -> its occurred_at in raw).
+    """
+    event_id, occurred, received = casts["event_id"], casts["occurred_at"], casts["received_at"]
+    # a stable sort: among deliveries received at the same time, the first row wins
+    first = occurred.sort_by(received, maintain_order=True).first().over(event_id)
+    before = (
+        event_id.replace_strict(dict(earlier), default=None, return_dtype=TS)
+        if earlier
+        else pl.lit(None, dtype=TS)
+    )
+    return [
+        pl.when(received < occurred).then(pl.lit("received_at: before occurred_at")),
+        pl.when(event_id.is_not_null() & (occurred != first)).then(
+            pl.lit("event_id: sent again with another occurred_at (the first delivery is kept)")
+        ),
+        pl.when(before.is_not_null() & (occurred != before)).then(
+            pl.lit("event_id: loaded before with another occurred_at (the first delivery is kept)")
+        ),
+    ]
+
+
+def validate(
+    df: pl.DataFrame,
+    spec: TableSpec,
+    now: datetime,
+    earlier: Mapping[str, datetime] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a batch into (valid rows in the plan's schema, quarantined rows with a reason).
+    `earlier`: the occurred_at already loaded from other batches, of event ids this batch
+    sends with another time (see event_time_rules).
 
     Columns of the file outside the plan are not loaded, but are kept in a quarantined row's
     row_json."""
@@ -235,12 +303,24 @@ def validate(df: pl.DataFrame, spec: TableSpec, now: datetime) -> tuple[pl.DataF
                     pl.lit(f"{col.name}: looks like an email address ({PII_HINT})")
                 )
             )
+            reasons.append(
+                pl.when(looks_like_tel_link(text)).then(
+                    pl.lit(f"{col.name}: holds a tel: link ({PII_HINT})")
+                )
+            )
             if col.free_text:
                 reasons.append(
-                    pl.when(looks_like_phone(text)).then(
-                        pl.lit(f"{col.name}: looks like a phone number ({PII_HINT})")
+                    pl.when(contains_phone(text)).then(
+                        pl.lit(f"{col.name}: holds a phone number ({PII_HINT})")
                     )
                 )
+                reasons.append(
+                    pl.when(contains_full_name(text)).then(
+                        pl.lit(f"{col.name}: holds a person's full name ({PII_HINT})")
+                    )
+                )
+        if col.key and col.type == "string":
+            reasons.append(pl.when(cast.str.strip_chars() == "").then(pl.lit(f"{col.name}: empty")))
         if col.format:
             pattern, meaning = FORMATS[col.format]
             reasons.append(
@@ -279,8 +359,13 @@ def validate(df: pl.DataFrame, spec: TableSpec, now: datetime) -> tuple[pl.DataF
             pl.when(casts["event_name"] != spec.name).then(pl.lit(f"event_name is not {spec.name}"))
         )
     checked = df.with_row_index(ROW).with_columns(
-        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias(REASON),
         *[cast.alias(f"{CAST}{i}") for i, cast in enumerate(casts.values())],
+    )
+    if spec.kind == "event":  # on the converted columns, as dbt will see them
+        converted = {name: pl.col(f"{CAST}{i}") for i, name in enumerate(casts)}
+        reasons += event_time_rules(converted, earlier or {})
+    checked = checked.with_columns(
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias(REASON),
     )
     checked = checked.with_columns(
         pl.when(pl.col(REASON) == "").then(None).otherwise(pl.col(REASON)).alias(REASON)
@@ -373,6 +458,32 @@ def hold_back_deliveries(wh: Warehouse, received_from: datetime) -> None:
             )
 
 
+def earlier_deliveries(
+    wh: Warehouse, spec: TableSpec, batch_id: str, good: pl.DataFrame
+) -> dict[str, datetime]:
+    """Event ids of `good` that other batches already loaded with another occurred_at, and that
+    time. The batch's ids go to a scratch table for the join: the warehouse compares them with
+    every earlier delivery without sending raw back here."""
+    if spec.kind != "event" or good.is_empty() or not wh.table_exists("raw", spec.name):
+        return {}
+    scratch = "_incoming_event_times"
+    wh.write(good.select("event_id", "occurred_at").unique(), "audit", scratch)
+    try:
+        found = wh.query(
+            f"select i.event_id, min(r.occurred_at) as occurred_at "
+            f"from {wh.table('audit', scratch)} as i "
+            f"inner join {wh.table('raw', spec.name)} as r on r.event_id = i.event_id "
+            "where r._batch_id <> $b and r.occurred_at <> i.occurred_at group by i.event_id",
+            {"b": batch_id},
+        )
+    finally:
+        wh.execute(f"drop table if exists {wh.table('audit', scratch)}")
+    return {
+        event_id: (at if at.tzinfo else at.replace(tzinfo=UTC))
+        for event_id, at in found.iter_rows()
+    }
+
+
 def load_file(
     wh: Warehouse,
     path: Path,
@@ -381,12 +492,20 @@ def load_file(
     recorded: Mapping[str, LoadedBatch],
     reload: bool = False,
     backfill_before: datetime | None = None,
+    digest: str | None = None,
 ) -> BatchReport:
     """Load one file as a batch; `recorded` holds the batches loaded before. Events of a new
-    batch that occurred before `backfill_before` are a backfill (see backfill_cutoff)."""
+    batch that occurred before `backfill_before` are a backfill (see backfill_cutoff).
+
+    The batch's delete, insert, quarantine, accounting and history record are one transaction
+    on DuckDB: a failure or a kill part-way leaves the batch as it was before, and the next load
+    repairs it (it still differs from its recorded SHA-256). On BigQuery, which has no
+    multi-statement transaction across load jobs here, each step is idempotent instead: the
+    rewrite is recorded first and the accounting row written last, so a batch interrupted
+    part-way has no accounting and the next load replaces its rows again."""
     batch_id = f"{spec.name}/{path.name}"
     report = BatchReport(batch_id, spec.name, str(path))
-    digest = sha256_file(path)
+    digest = digest or sha256_file(path)
     previous = recorded[batch_id].file_sha256 if batch_id in recorded else None
     if previous == digest and not reload:
         report.unchanged = True
@@ -394,19 +513,44 @@ def load_file(
     df = read_batch(path)
     report.rows_read = df.height
     report.extra_columns = [c for c in df.columns if c not in spec.schema]
-    good, bad = validate(df, spec, now)
-    report.rows_loaded, report.rows_quarantined = good.height, bad.height
-    report.check()
-    if previous is None and backfill_before is not None:
-        report.rows_backfilled = good.filter(pl.col(spec.time_column) < backfill_before).height
+    with wh.transaction():
+        try:
+            good, bad = validate(df, spec, now)
+            if earlier := earlier_deliveries(wh, spec, batch_id, good):
+                good, bad = validate(df, spec, now, earlier)
+        except pl.exceptions.PanicException as exc:  # a value polars cannot even convert
+            raise unreadable(path, exc) from None
+        report.rows_loaded, report.rows_quarantined = good.height, bad.height
+        report.check()
+        if previous is None and backfill_before is not None:
+            report.rows_backfilled = good.filter(pl.col(spec.time_column) < backfill_before).height
+        write_batch(wh, spec, path, report, digest, previous, now, good, bad)
+    return report
+
+
+def write_batch(
+    wh: Warehouse,
+    spec: TableSpec,
+    path: Path,
+    report: BatchReport,
+    digest: str,
+    previous: str | None,
+    now: datetime,
+    good: pl.DataFrame,
+    bad: pl.DataFrame,
+) -> None:
+    """Replace a batch's rows, quarantine entries and accounting (in load_file's transaction)."""
+    batch_id = report.batch_id
     loaded_at = pl.lit(now, dtype=TS)
     good = good.with_columns(pl.lit(batch_id).alias("_batch_id"), loaded_at.alias("_loaded_at"))
-    delete_batch(wh, spec.name, batch_id)  # idempotent: its earlier rows are replaced
+    # The rewrite is recorded before anything is deleted: where there is no transaction
+    # (BigQuery), a run stopped after the delete still leaves the record for the next build.
     if previous is not None and previous != digest:
         record_rewrite(wh, spec.name, batch_id, "changed", now)
     if report.rows_backfilled:
         reason = f"backfill: {report.rows_backfilled} rows older than the lookback"
         record_rewrite(wh, spec.name, batch_id, reason, now)
+    delete_batch(wh, spec.name, batch_id)  # idempotent: its earlier rows are replaced
     kind = "events" if spec.kind == "event" else "users"
     wh.write(
         good,
@@ -449,7 +593,6 @@ def load_file(
         "load_batches",
         mode="append",
     )
-    return report
 
 
 def ignored_entries(
@@ -460,7 +603,7 @@ def ignored_entries(
     and pass silently."""
     ignored: list[tuple[Path, str]] = []
     for entry in sorted(raw_dir.iterdir()):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or entry.name == MANIFEST:
             continue
         if entry.name in plan and entry.is_dir():
             if entry.name in files:  # a table this load reads
@@ -503,6 +646,51 @@ def refuse_to_prune_everything(
     )
 
 
+def read_manifest(raw_dir: Path) -> dict[str, dict[str, object]] | None:
+    """The generator's manifest: file (relative to raw_dir) -> {"sha256", "rows"}; None when the
+    folder has none (files landed by another producer)."""
+    path = raw_dir / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        files = None
+    if not isinstance(files, dict):
+        raise LoadError(
+            f"{path} is not a RailFlow manifest (JSON with a 'files' object); regenerate the "
+            "world (`python -m scripts.generate`) or remove the file"
+        )
+    return files
+
+
+def verify_manifest(raw_dir: Path, files: Mapping[str, list[Path]]) -> dict[Path, str]:
+    """Each file's SHA-256, checked against the manifest when there is one: a file that is not
+    in it, or differs from it (a flipped byte, a truncated copy), stops the load before any
+    write, in one line naming it."""
+    manifest = read_manifest(raw_dir)
+    if manifest is None:
+        log.info("no %s in %s: files are loaded without verifying their checksums", MANIFEST,
+                 raw_dir)  # fmt: skip
+    digests: dict[Path, str] = {}
+    for path in (p for paths in files.values() for p in paths):
+        digests[path] = digest = sha256_file(path)
+        if manifest is None:
+            continue
+        entry = manifest.get(path.relative_to(raw_dir).as_posix())
+        if entry is None:
+            why = f"is not in {raw_dir / MANIFEST}"
+        elif entry.get("sha256") != digest:
+            why = f"does not match its SHA-256 in {raw_dir / MANIFEST} (corrupted or changed)"
+        else:
+            continue
+        raise LoadError(
+            f"{path} {why}; nothing was loaded: regenerate the world "
+            "(`python -m scripts.generate`), or restore the file as the manifest lists it"
+        )
+    return digests
+
+
 def backfill_cutoff(
     wh: Warehouse, spec: TableSpec, new_batches: bool, lookback: timedelta
 ) -> datetime | None:
@@ -538,7 +726,8 @@ def load(
     names = list(tables or plan)
     files = {name: sorted((raw_dir / name).glob("*.parquet")) for name in names}
     reports = LoadReports(ignored=ignored_entries(raw_dir, plan, files))
-    with connect(settings, read_only=False) as wh:
+    digests = verify_manifest(raw_dir, files)  # before anything is written
+    with connect(settings, read_only=False, wait_seconds=WRITER_WAIT_SECONDS) as wh:
         recorded = loaded_batches(wh)
         if prune:
             refuse_to_prune_everything(raw_dir, files, recorded)
@@ -547,7 +736,9 @@ def load(
             new = any(f"{name}/{path.name}" not in recorded for path in files[name])
             cutoff = backfill_cutoff(wh, spec, new, lookback)  # before this load adds rows
             for path in files[name]:
-                reports.append(load_file(wh, path, spec, now, recorded, reload, cutoff))
+                reports.append(
+                    load_file(wh, path, spec, now, recorded, reload, cutoff, digests[path])
+                )
             if not files[name]:
                 log.warning("no files for raw table %s in %s", name, raw_dir / name)
             if prune:
@@ -556,8 +747,9 @@ def load(
                     if batch_id.split("/", 1)[0] == name and batch_id not in present:
                         report = BatchReport(batch_id, name, str(raw_dir / batch_id))
                         report.rows_removed = recorded[batch_id].rows_loaded
-                        delete_batch(wh, name, batch_id)
-                        record_rewrite(wh, name, batch_id, "removed", now)
+                        with wh.transaction():
+                            record_rewrite(wh, name, batch_id, "removed", now)
+                            delete_batch(wh, name, batch_id)
                         reports.append(report)
     return reports
 

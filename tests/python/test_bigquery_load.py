@@ -90,7 +90,7 @@ def bq_settings(tmp_path: Path, bigquery_api: str) -> Settings:
     return get_settings(
         {
             "RAILFLOW_TARGET": "bigquery",
-            "RAILFLOW_PII_SALT": "bq-salt",
+            "RAILFLOW_PII_SALT": "bq-salt-for-the-tests",
             "RAILFLOW_BQ_PROJECT": "railflow-test",
             "RAILFLOW_BQ_DATASET": "rf",
             "RAILFLOW_BQ_API_ENDPOINT": bigquery_api,
@@ -163,7 +163,7 @@ def test_a_service_account_key_authenticates_the_python_stages_and_dbt(tmp_path:
     settings = get_settings(
         {
             "RAILFLOW_TARGET": "bigquery",
-            "RAILFLOW_PII_SALT": "bq-salt",
+            "RAILFLOW_PII_SALT": "bq-salt-for-the-tests",
             "RAILFLOW_BQ_PROJECT": "railflow-test",
             "RAILFLOW_BQ_METHOD": "service-account",
             "RAILFLOW_BQ_KEYFILE": str(key),
@@ -185,7 +185,7 @@ def test_no_google_credentials_is_one_line(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login saved there
     monkeypatch.setenv("NO_GCE_CHECK", "True")  # not on Google Cloud: skip the metadata server
-    env = {"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s", "RAILFLOW_BQ_PROJECT": "p"}
+    env = {"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s" * 16, "RAILFLOW_BQ_PROJECT": "p"}
     with pytest.raises(SettingsError, match="no Google credentials found"):
         BigQueryWarehouse(get_settings(env), read_only=True)
     # the pipeline asks before its first stage: the local world is not rewritten for nothing

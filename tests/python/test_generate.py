@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import polars as pl
 import pytest
 
 from railflow.settings import REPO_ROOT, Settings
-from scripts.generate import generate
+from scripts.generate import GenerateError, check_room, generate
 from scripts.load import validate
 from scripts.tracking_plan import load_plan
 
@@ -64,7 +65,8 @@ def test_a_world_of_several_chunks_is_identical_run_to_run(
 
 def test_raw_files_follow_the_tracking_plan(small_world: Settings) -> None:
     plan = load_plan()
-    assert sorted(p.name for p in small_world.raw_dir.iterdir()) == sorted(plan)
+    entries = sorted(p.name for p in small_world.raw_dir.iterdir())
+    assert entries == sorted([*plan, "manifest.json"])  # table folders, and the manifest
     for name, spec in plan.items():
         df = pl.read_parquet(small_world.raw_dir / name / "*.parquet")
         assert df.schema == pl.Schema(spec.schema), name
@@ -189,3 +191,60 @@ def test_cli_prints_a_summary_and_says_once_that_it_hashes_with_the_dev_salt(
     assert proc.stderr.count("using the development salt") == 1
     assert "search_route" in proc.stdout and "events" in proc.stdout
     assert (tmp_path / "truth" / "params.json").exists()
+
+
+def test_a_full_disk_leaves_the_previous_world_intact(
+    small_disk: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real disk that fills up part-way through writing (the room estimate is skipped: the
+    write itself is under test)."""
+    out = small_disk("3m")
+    tiny(out, seed=1)
+    before = digest_tree(out / "raw")
+    monkeypatch.setattr("scripts.generate.check_room", lambda *args: None)
+    with pytest.raises(GenerateError) as info:
+        generate(out, 3000, 60, date(2026, 3, 1), 2, "salt", progress=False)
+    message = str(info.value)
+    assert "no space left" in message and "intact" in message and "\n" not in message
+    assert digest_tree(out / "raw") == before and (out / "raw" / "manifest.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["raw", "truth"]  # no partial world left
+
+
+def test_the_cli_on_a_full_disk_is_one_line(small_disk: Callable[..., Path]) -> None:
+    out = small_disk("20m", inodes=40)  # room for one world's files, not for a second
+    tiny(out, seed=1)
+    before = digest_tree(out / "raw")
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.generate", "--users", "400", "--days", "20",
+         "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no space left" in errors[0], proc.stderr
+    assert digest_tree(out / "raw") == before
+
+
+def test_a_world_that_cannot_fit_on_the_disk_is_refused_with_its_estimate(tmp_path: Path) -> None:
+    kept = tmp_path / "raw" / "users" / "part-00000.parquet"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"the previous world")
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.generate", "--users", "1000000000000", "--out",
+         str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "needs about 10,800,000.0 GB of disk" in errors[0]
+    assert kept.read_bytes() == b"the previous world"
+
+
+def test_a_world_that_cannot_fit_in_memory_is_refused_with_its_estimate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory side of the estimate, on a machine with 1 GB available."""
+    monkeypatch.setattr("scripts.generate.available_memory", lambda: 1_000_000_000)
+    check_room(tmp_path, 20_000, 30)  # 0.7 GB: fits
+    with pytest.raises(GenerateError, match=r"needs about 1\.4 GB of memory, but 1\.0 GB"):
+        check_room(tmp_path, 40_000, 45)

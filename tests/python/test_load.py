@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 import pytest
 
+from railflow.checksums import sha256_file
 from railflow.settings import REPO_ROOT, Settings
 from railflow.warehouse import connect
 from scripts.generate import generate
@@ -32,8 +37,11 @@ def world_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def raw(world_files: Path, tmp_path: Path) -> Path:
+    """A copy of the world's raw files, as another producer would land them: without the
+    generator's manifest, so tests can change files (the manifest's own tests keep it)."""
     target = tmp_path / "raw"
     shutil.copytree(world_files, target)
+    (target / "manifest.json").unlink()
     return target
 
 
@@ -104,21 +112,50 @@ def as_text(column: str) -> pl.Expr:
 
 
 FUTURE = pl.datetime(2999, 1, 1, time_zone="UTC")
+
+
+class Case(NamedTuple):
+    """One bad input of the corpus: what was tried, how, and what the loader must answer.
+    docs/bad_inputs.md is generated from these (test_the_bad_input_table_is_generated)."""
+
+    tried: str
+    corrupt: Callable[[pl.DataFrame], pl.DataFrame]
+    reason: str
+    bad_rows: int | str  # "all", or how many rows are quarantined
+
+
+def resent_later(df: pl.DataFrame, seconds: int) -> pl.DataFrame:
+    """The file with its first event sent again, occurred_at `seconds` later, received last."""
+    first = df.head(1).with_columns(
+        pl.col("occurred_at") + pl.duration(seconds=seconds),
+        pl.col("received_at").max().alias("received_at") + pl.duration(seconds=1),
+    )
+    return pl.concat([df, first])
+
+
 CORPUS = {
-    "missing-column": (lambda df: df.drop("travel_date"), "missing column travel_date", "all"),
-    "wrong-type": (
+    "missing-column": Case(
+        "a required column (travel_date) dropped from the file",
+        lambda df: df.drop("travel_date"),
+        "missing column travel_date",
+        "all",
+    ),
+    "wrong-type": Case(
+        "an integer column as text, with 'two' in 3 rows",
         lambda df: df.with_columns(as_text("passengers")).with_columns(
             first_rows("passengers", 3, "two")
         ),
         "passengers: not a valid integer",
         3,
     ),
-    "null-id": (
+    "null-id": Case(
+        "user_id null in 4 rows",
         lambda df: df.with_columns(first_rows("user_id", 4, None)),
         "user_id: null",
         4,
     ),
-    "future-timestamp": (
+    "future-timestamp": Case(
+        "occurred_at in the year 2999",
         lambda df: df.with_columns(
             pl.when(pl.int_range(pl.len()) < 2)
             .then(FUTURE)
@@ -128,68 +165,149 @@ CORPUS = {
         "occurred_at: in the future",
         2,
     ),
-    "unknown-station": (
+    "unknown-station": Case(
+        "a station id not in the stations seed",
         lambda df: df.with_columns(first_rows("origin_station_id", 5, "XXATL")),
         "origin_station_id: unknown station",
         5,
     ),
-    "unparseable-timestamp": (
+    "unparseable-timestamp": Case(
+        "occurred_at as text, 'last tuesday' in 2 rows",
         lambda df: df.with_columns(as_text("occurred_at")).with_columns(
             first_rows("occurred_at", 2, "last tuesday")
         ),
         "occurred_at: not a valid timestamp",
         2,
     ),
-    "bad-enum": (
+    "bad-enum": Case(
+        "fare_class 'business' (not in the plan's enum)",
         lambda df: df.with_columns(first_rows("fare_class", 3, "business")),
         "fare_class: not one of standard, first",
         3,
     ),
-    "out-of-range": (
+    "out-of-range": Case(
+        "passengers 0 (below the plan's minimum)",
         lambda df: df.with_columns(first_rows("passengers", 1, 0)),
         "passengers: below 1",
         1,
     ),
     # wrong types that used to crash the loader (traceback, no accounting row)
-    "boolean-as-text": (
+    "boolean-as-text": Case(
+        "a boolean column as 'true'/'false' strings",
         lambda df: df.with_columns(pl.col("is_round_trip").cast(pl.Utf8)),
         "is_round_trip: not a valid boolean",
         "all",
     ),
-    "list-column": (
+    "list-column": Case(
+        "an integer column holding lists",
         lambda df: df.with_columns(pl.concat_list("passengers").alias("passengers")),
         "passengers: not a valid integer",
         "all",
     ),
-    "no-known-column": (lambda df: df.rename(str.upper), "missing column", "all"),
+    "no-known-column": Case(
+        "every column name upper-cased",
+        lambda df: df.rename(str.upper),
+        "missing column",
+        "all",
+    ),
     # wrong types that used to load as wrong values
-    "epoch-seconds-timestamp": (
+    "epoch-seconds-timestamp": Case(
+        "occurred_at as epoch seconds (integers)",
         lambda df: df.with_columns(pl.col("occurred_at").dt.epoch("s")),
         "occurred_at: not a valid timestamp",
         "all",
     ),
-    "fractional-integer": (
+    "fractional-integer": Case(
+        "passengers 1.5 in a float column",
         lambda df: df.with_columns(first_rows("passengers", 3, 1.5)),
         "passengers: not a valid integer",
         3,
     ),
+    # accepted rows that used to fail the dbt build (issue 17)
+    "empty-event-id": Case(
+        "event_id '' in 3 rows",
+        lambda df: df.with_columns(first_rows("event_id", 3, "")),
+        "event_id: empty",
+        3,
+    ),
+    "blank-key": Case(
+        "search_id of spaces in 2 rows",
+        lambda df: df.with_columns(first_rows("search_id", 2, "   ")),
+        "search_id: empty",
+        2,
+    ),
+    "resent-one-second-later": Case(
+        "an event id sent again with occurred_at 1 s later",
+        lambda df: resent_later(df, 1),
+        "event_id: sent again with another occurred_at (the first delivery is kept)",
+        1,
+    ),
+    "received-before-occurred": Case(
+        "received_at one hour before occurred_at",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) < 2)
+            .then(pl.col("occurred_at") - pl.duration(hours=1))
+            .otherwise(pl.col("received_at"))
+            .alias("received_at")
+        ),
+        "received_at: before occurred_at",
+        2,
+    ),
+    # a corrupted file used to crash the loader with a polars panic (70-line traceback)
+    "out-of-range-timestamp": Case(
+        "occurred_at stored as 9e18 microseconds (year 287,000)",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) < 4)
+            .then(pl.lit(9_000_000_000_000_000_000, dtype=pl.Int64))
+            .otherwise(pl.col("occurred_at").dt.epoch("us"))
+            .cast(pl.Datetime("us", "UTC"))
+            .alias("occurred_at")
+        ),
+        "occurred_at: not a valid timestamp",
+        4,
+    ),
 }
 
 
-@pytest.mark.parametrize(("corrupt", "reason", "bad_rows"), CORPUS.values(), ids=CORPUS.keys())
-def test_bad_rows_are_quarantined_with_a_reason(
-    settings: Settings, raw: Path, corrupt, reason: str, bad_rows: int | str
-) -> None:
-    original = searches(raw)
-    replace_file(raw, corrupt(original))
+@pytest.mark.parametrize("case", CORPUS.values(), ids=CORPUS.keys())
+def test_bad_rows_are_quarantined_with_a_reason(settings: Settings, raw: Path, case: Case) -> None:
+    corrupted = case.corrupt(searches(raw))
+    replace_file(raw, corrupted)
     read, loaded, quarantined, quarantine = load_searches(settings)
-    expected_bad = original.height if bad_rows == "all" else bad_rows
-    assert read == original.height
+    expected_bad = corrupted.height if case.bad_rows == "all" else case.bad_rows
+    assert read == corrupted.height
     assert quarantined == expected_bad
-    assert loaded == original.height - expected_bad
+    assert loaded == corrupted.height - expected_bad
     assert quarantine.height == expected_bad
-    assert quarantine["reason"].str.contains(reason, literal=True).all()
+    assert quarantine["reason"].str.contains(case.reason, literal=True).all()
     assert (quarantine["table_name"] == TABLE).all()
+    with connect(settings) as wh:  # what staging needs: one occurred_at per event id
+        times = wh.query(
+            f"select count(distinct occurred_at) as n from {wh.table('raw', TABLE)} "
+            "group by event_id order by n desc limit 1"
+        )
+    assert times.is_empty() or times["n"][0] == 1
+
+
+def test_an_event_id_loaded_before_with_another_time_is_quarantined(
+    settings: Settings, raw: Path
+) -> None:
+    """Across batches the first delivery loaded wins: the re-send is quarantined, and counted."""
+    load_searches(settings)
+    first = searches(raw).head(2)
+    resent = first.with_columns(pl.col("occurred_at") + pl.duration(seconds=1))
+    resent.write_parquet(raw / TABLE / "part-00001.parquet")
+    reports = load(settings, [TABLE])
+    batch = next(r for r in reports if r.file.endswith("part-00001.parquet"))
+    assert (batch.rows_read, batch.rows_loaded, batch.rows_quarantined) == (2, 0, 2)
+    reason = "event_id: loaded before with another occurred_at (the first delivery is kept)"
+    assert batch.reasons == {reason: 2}
+    with connect(settings) as wh:
+        kept = wh.query(
+            f"select occurred_at from {wh.table('raw', TABLE)} where event_id = $e",
+            {"e": first["event_id"][0]},
+        )
+    assert kept["occurred_at"].unique().to_list() == [first["occurred_at"][0]]
 
 
 def test_extra_columns_are_dropped_and_reported(settings: Settings, raw: Path) -> None:
@@ -379,7 +497,7 @@ def test_phone_numbers_in_free_text_are_quarantined_and_redacted(
     read, _, quarantined = summarise(load(settings, [table]))[table]
     assert (read, quarantined) == (original.height, 3)
     bad = quarantined_rows(settings, table)
-    assert bad["reason"].str.contains("utm_source: looks like a phone number").all()
+    assert bad["reason"].str.contains("utm_source: holds a phone number").all()
     assert not bad["row_json"].str.contains("56 78|496 0424").any()
 
 
@@ -446,21 +564,8 @@ def test_one_emptied_table_folder_stops_the_prune_before_any_delete(
 def test_cli_raw_dir_one_level_too_high_refuses_to_prune(settings: Settings, raw: Path) -> None:
     load(settings)
     rows, batches = warehouse_state(settings)
-    proc = subprocess.run(
-        [sys.executable, "-m", "scripts.load", "--raw-dir", str(raw.parent), "--prune"],
-        cwd=REPO_ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "RAILFLOW_DATA_DIR": str(settings.data_dir),
-            "RAILFLOW_DUCKDB_PATH": str(settings.duckdb_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and f"--raw-dir {raw}" in errors[0]
+    line = one_error_line(load_cli(settings, "--raw-dir", str(raw.parent), "--prune"))
+    assert f"--raw-dir {raw}" in line
     assert warehouse_state(settings) == (rows, batches)
 
 
@@ -546,3 +651,227 @@ def test_cli_bad_arguments(args: list[str], message: str, tmp_path: Path) -> Non
     assert proc.returncode != 0
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr
+
+
+# Disguised personal data in a free-text column (utm_source of session_started): each form is
+# quarantined with its reason and never reaches raw nor the quarantine's row_json in clear.
+PII_FORMS = {
+    "percent-encoded-at": ("alice.martin%40gmail.com", "utm_source: looks like an email address"),
+    "full-width-at": ("alice.martin＠gmail.com", "utm_source: looks like an email address"),
+    "spelled-out-email": ("alice.martin at gmail dot com", "utm_source: looks like an email"),
+    "bracketed-email": ("alice.martin [at] gmail (dot) com", "utm_source: looks like an email"),
+    "phone-inside-text": ("call me on +33 6 12 34 56 78", "utm_source: holds a phone number"),
+    "tel-link": ("tel:+33612345678", "utm_source: holds a tel: link"),
+    "full-name": ("newsletter for Alice Martin", "utm_source: holds a person's full name"),
+}
+
+
+@pytest.mark.parametrize(("value", "reason"), PII_FORMS.values(), ids=PII_FORMS.keys())
+def test_disguised_pii_is_quarantined_and_redacted(
+    settings: Settings, raw: Path, value: str, reason: str
+) -> None:
+    table = "session_started"
+    original = pl.read_parquet(part(raw, table))
+    replace_file(raw, original.with_columns(first_rows("utm_source", 2, value)), table)
+    read, loaded, quarantined = summarise(load(settings, [table]))[table]
+    assert (read, loaded, quarantined) == (original.height, original.height - 2, 2)
+    assert value not in raw_strings(settings, table)
+    bad = quarantined_rows(settings, table)
+    assert bad["reason"].str.contains(reason, literal=True).all()
+    for row_json in bad["row_json"]:
+        kept = json.loads(row_json)
+        assert kept["utm_source"].startswith("[redacted")
+        assert value not in row_json and "Martin" not in row_json and "56 78" not in row_json
+
+
+def test_a_tel_link_in_an_id_column_is_quarantined(settings: Settings, raw: Path) -> None:
+    replace_file(raw, searches(raw).with_columns(first_rows("session_id", 1, "tel:0612345678")))
+    _, _, quarantined, quarantine = load_searches(settings)
+    assert quarantined == 1
+    assert quarantine["reason"][0].startswith("session_id: holds a tel: link")
+    assert "0612345678" not in quarantine["row_json"][0]
+
+
+# -- the generator's manifest: corrupted files are refused, never loaded or crashed on -----
+@pytest.fixture
+def manifested(world_files: Path, tmp_path: Path) -> Path:
+    """A copy of the world's raw files with the generator's manifest."""
+    target = tmp_path / "raw"
+    shutil.copytree(world_files, target)
+    return target
+
+
+def flip_bytes(path: Path, at: float = 0.5, n: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * at)
+    data[start : start + n] = bytes(b ^ 0xFF for b in data[start : start + n])
+    path.write_bytes(bytes(data))
+
+
+def load_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.load", *args],
+        cwd=REPO_ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "RAILFLOW_DATA_DIR": str(settings.data_dir),
+            "RAILFLOW_DUCKDB_PATH": str(settings.duckdb_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr and "panicked" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+FILE_CASES = {  # what was tried, how, and the file the one error line must name
+    "bytes-flipped": (
+        "64 bytes flipped in the middle of a Parquet file",
+        flip_bytes,
+        lambda p: p,
+    ),
+    "truncated": (
+        "a Parquet file cut to half its size",
+        lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        lambda p: p,
+    ),
+    "not-in-manifest": (
+        "a Parquet file the manifest does not list",
+        lambda p: shutil.copy(p, p.with_name("part-09999.parquet")),
+        lambda p: p.with_name("part-09999.parquet"),
+    ),
+    "manifest-not-json": (
+        "a manifest.json that is not JSON",
+        lambda p: (p.parent.parent / "manifest.json").write_text("{not json"),
+        lambda p: p.parent.parent / "manifest.json",
+    ),
+}
+
+
+@pytest.mark.parametrize(("tried", "corrupt", "named"), FILE_CASES.values(), ids=FILE_CASES.keys())
+def test_a_file_that_does_not_match_the_manifest_is_refused(
+    empty_settings: Settings,
+    manifested: Path,
+    tried: str,
+    corrupt: Callable[[Path], object],
+    named: Callable[[Path], Path],
+) -> None:
+    settings = empty_settings.with_overrides(data_dir=manifested.parent)
+    path = part(manifested)
+    corrupt(path)
+    line = one_error_line(load_cli(settings))
+    assert str(named(path)) in line and "manifest.json" in line
+    assert not settings.duckdb_path.exists()  # refused before anything was written
+
+
+def test_the_generated_manifest_lists_every_raw_file(manifested: Path) -> None:
+    files = json.loads((manifested / "manifest.json").read_text())["files"]
+    on_disk = sorted(p.relative_to(manifested).as_posix() for p in manifested.glob("*/*.parquet"))
+    assert sorted(files) == on_disk
+    for name, entry in files.items():
+        path = manifested / name
+        assert entry["sha256"] == sha256_file(path)
+        assert entry["rows"] == pl.read_parquet(path).height
+
+
+def test_an_undecodable_file_without_manifest_is_one_line(settings: Settings, raw: Path) -> None:
+    flip_bytes(part(raw), at=0.3, n=4096)
+    line = one_error_line(load_cli(settings, "--tables", TABLE))
+    assert str(part(raw)) in line
+
+
+# -- a load is atomic per batch -----------------------------------------------------------
+KILLED_LOAD = """
+import os, signal, sys
+import scripts.load as load
+deleted = load.delete_batch
+def killed(*args, **kwargs):  # right after a batch's rows and accounting are deleted
+    deleted(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+load.delete_batch = killed
+load.main(sys.argv[1:])
+"""
+
+
+def run_killed_load(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The loader, killed (SIGKILL) right after deleting a changed batch's rows."""
+    return subprocess.run(
+        [sys.executable, "-c", KILLED_LOAD, *args],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "RAILFLOW_DATA_DIR": str(settings.data_dir),
+            "RAILFLOW_DUCKDB_PATH": str(settings.duckdb_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_load_killed_mid_batch_leaves_the_batch_as_it_was(settings: Settings, raw: Path) -> None:
+    before = load_searches(settings)
+    with connect(settings) as wh:
+        accounting = wh.read("audit", "load_batches")
+    replace_file(raw, searches(raw).head(25))
+    proc = run_killed_load(settings, "--tables", TABLE)
+    assert proc.returncode == -signal.SIGKILL
+    with connect(settings) as wh:  # the batch's delete was rolled back with the rest
+        assert wh.read("audit", "load_batches").equals(accounting)
+    assert raw_rows(settings) == before[1]
+    assert rewrites(settings) == 0
+    # the next load sees the file still differs from what was loaded, and repairs the batch
+    assert load_searches(settings)[:3] == (25, 25, 0)
+    assert rewrites(settings) == 1  # so the next build is a full refresh
+
+
+def test_the_bad_input_table_is_generated_from_these_cases() -> None:
+    """docs/bad_inputs.md is this corpus as a table. RAILFLOW_WRITE_DOCS=1 rewrites it."""
+    lines = [
+        "# Bad inputs the loader is tested against",
+        "",
+        "Generated from the test cases of `tests/python/test_load.py` (`CORPUS`, `PII_FORMS`,",
+        "`FILE_CASES`); do not edit by hand: `RAILFLOW_WRITE_DOCS=1 .venv/bin/python -m pytest",
+        "tests/python/test_load.py -k bad_input_table` rewrites it, and the test fails when it",
+        "is stale. Every row read is loaded or quarantined and counted in `audit.load_batches`.",
+        "",
+        "| case | what was tried | what the loader does |",
+        "|---|---|---|",
+    ]
+    for name, case in CORPUS.items():
+        rows = "every row" if case.bad_rows == "all" else f"{case.bad_rows} row(s)"
+        lines.append(f"| `{name}` | {case.tried} ({TABLE}) | quarantines {rows}: `{case.reason}` |")
+    for name, (value, reason) in PII_FORMS.items():
+        lines.append(
+            f"| `{name}` | utm_source = `{value}` (session_started) | quarantines the row: "
+            f"`{reason}`; redacted in `row_json` |"
+        )
+    for name, (tried, _, _) in FILE_CASES.items():
+        lines.append(
+            f"| `{name}` | {tried} | refuses the load before any write, one `error:` line "
+            "naming the file and the manifest |"
+        )
+    lines.append(
+        "| `undecodable-without-manifest` | bytes flipped in a file of a folder with no "
+        "manifest | stops with one `error:` line naming the file (no traceback) |"
+    )
+    text = "\n".join(lines) + "\n"
+    doc = REPO_ROOT / "docs" / "bad_inputs.md"
+    if os.environ.get("RAILFLOW_WRITE_DOCS") == "1":
+        doc.write_text(text)
+    assert doc.read_text() == text, "docs/bad_inputs.md is stale: see this test's docstring"
+
+
+def test_a_full_disk_stops_the_load_with_one_line(
+    settings: Settings, small_disk: Callable[..., Path]
+) -> None:
+    full = settings.with_overrides(duckdb_path=small_disk("300k") / "warehouse.duckdb")
+    line = one_error_line(load_cli(full))
+    assert "no space left on the device" in line and str(full.duckdb_path) in line

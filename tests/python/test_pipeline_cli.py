@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import polars as pl
+import psutil
 import pytest
+from conftest import SMALL_WORLD, settings_for
+from test_load import KILLED_LOAD
 
+from railflow.checksums import sha256_file
 from railflow.dbt import ensure_profile, run_dbt
-from railflow.pipeline import STAGES, select_stages
+from railflow.pipeline import STAGES, Stage, StageError, run_stage, select_stages
 from railflow.settings import REPO_ROOT, Settings, get_settings
+from railflow.warehouse import connect
+from scripts.generate import write_manifest
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -202,3 +213,183 @@ def test_a_world_too_short_for_the_models_stops_before_generating(tmp_path: Path
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "set RAILFLOW_DAYS to at least" in errors[0]
     assert not (tmp_path / "raw").exists()
+
+
+def filled_disk_stage(settings: Settings) -> None:
+    """A stage writing a report to a disk that is full (the export's case, or any stage's)."""
+    (settings.data_dir / "report.json").write_text("x" * 2_000_000)
+
+
+def test_a_stage_that_fills_the_disk_is_one_line(small_disk: Callable[..., Path]) -> None:
+    settings = get_settings({"RAILFLOW_DATA_DIR": str(small_disk("1m"))})
+    stage = Stage("export", "writes files", f"{__name__}:filled_disk_stage")
+    with pytest.raises(StageError) as info:
+        run_stage(stage, settings)
+    message = str(info.value)
+    assert message.startswith("export: no space left on the device")
+    assert "--from export" in message and "\n" not in message
+
+
+def world_copy(small_world: Settings, folder: Path) -> tuple[Settings, dict[str, str]]:
+    """A copy of the small world's raw files and warehouse, and the environment naming it."""
+    settings = settings_for(folder)
+    shutil.copytree(small_world.raw_dir, settings.raw_dir)
+    shutil.copy(small_world.duckdb_path, settings.duckdb_path)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RAILFLOW_")},
+        **SMALL_WORLD,
+        "RAILFLOW_DATA_DIR": str(settings.data_dir),
+        "RAILFLOW_ARTIFACTS_DIR": str(settings.artifacts_dir),
+        "DBT_TARGET_PATH": str(settings.dbt_target_path),
+    }
+    return settings, env
+
+
+def dbt_children(pid: int) -> list[psutil.Process]:
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [c for c in children if "dbt" in " ".join(c.cmdline())]
+
+
+def wait_for_dbt(proc: subprocess.Popen[str]) -> list[psutil.Process]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if found := dbt_children(proc.pid):
+            time.sleep(2)  # dbt is up and building
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"dbt never started: {proc.communicate()}")
+
+
+def gone(processes: list[psutil.Process], timeout: float = 30) -> bool:
+    """Whether the processes exit within the timeout (a zombie has exited: an orphan waits to
+    be reaped by whatever adopted it)."""
+
+    def running(p: psutil.Process) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while any(running(p) for p in processes):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.mark.slow
+def test_killing_the_pipeline_stops_its_dbt_child(small_world: Settings, tmp_path: Path) -> None:
+    settings, env = world_copy(small_world, tmp_path)
+    before = sha256_file(settings.duckdb_path)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "railflow.pipeline", "--only", "dbt_build"],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        dbt = wait_for_dbt(proc)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+        assert gone(dbt), f"dbt outlived the pipeline after {sig.name}"
+        if sig == signal.SIGTERM:  # it unwinds: one line, its copy of the warehouse removed
+            assert proc.returncode == 143 and "Traceback" not in stderr
+            assert [ln for ln in stderr.splitlines() if ln.startswith("error:")] == [
+                "error: terminated"
+            ]
+            assert not settings.duckdb_path.with_name("warehouse.duckdb.building").exists()
+        assert sha256_file(settings.duckdb_path) == before  # the warehouse is as it was
+
+
+READER_LOOP = """
+import sys, time
+import duckdb
+path, until = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < until:
+    try:
+        con = duckdb.connect(path, read_only=True)
+    except duckdb.Error as exc:
+        print("error", str(exc).splitlines()[0], flush=True)
+    else:
+        raw, marts = con.sql(
+            "select (select count(distinct search_id) from raw.search_route), "
+            "(select count(*) from marts.fct_searches)"
+        ).fetchall()[0]
+        print("saw", raw, marts, flush=True)
+        time.sleep(0.3)  # holds the file, as the app does while it renders a page
+        con.close()
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_load_is_repaired_and_built_while_readers_read(
+    small_world: Settings, tmp_path: Path
+) -> None:
+    """Items 1 to 3 of issue 17 end to end: a changed raw file holding rows that used to load
+    and then fail the build, a load killed mid-batch, then the pipeline's load and build while
+    two readers hold the warehouse intermittently. The build succeeds, readers never fail nor
+    see raw and marts from different runs, and the marts equal raw."""
+    settings, env = world_copy(small_world, tmp_path)
+    path = settings.raw_dir / "search_route" / "part-00000.parquet"
+    searches = pl.read_parquet(path)
+    kept = searches.filter(pl.col("travel_date") > pl.col("travel_date").min() + timedelta(days=3))
+    empty_ids = kept.head(2).with_columns(pl.lit("").alias("event_id"))
+    resent = kept.slice(5, 1).with_columns(  # the same event again, a second later
+        pl.col("occurred_at") + pl.duration(seconds=1),
+        pl.lit(kept["received_at"].max()).alias("received_at") + pl.duration(seconds=1),
+    )
+    backwards = kept.slice(10, 1).with_columns(
+        pl.lit("ev_backwards").alias("event_id"), pl.col("occurred_at") + pl.duration(days=1)
+    )
+    pl.concat([kept, empty_ids, resent, backwards]).write_parquet(path)
+    write_manifest(settings.raw_dir)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_LOAD], cwd=REPO_ROOT, env=env, capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with connect(settings) as wh:
+        old = wh.query(
+            "select (select count(distinct search_id) from raw.search_route) as raw, "
+            "(select count(*) from marts.fct_searches) as marts"
+        ).row(0)
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER_LOOP, str(settings.duckdb_path), "100000"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        pipeline = subprocess.run(
+            [sys.executable, "-m", "railflow.pipeline", "--only", "load", "dbt_build"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        time.sleep(2)  # the readers see the published warehouse
+    finally:
+        for reader in readers:
+            reader.terminate()
+    seen = [line.split() for r in readers for line in r.communicate(timeout=30)[0].splitlines()]
+    assert pipeline.returncode == 0, pipeline.stderr
+    assert len(seen) > 20  # the readers did read, all along
+    assert [s for s in seen if s[0] == "error"] == []
+    with connect(settings) as wh:
+        new = wh.query(
+            "select (select count(distinct search_id) from raw.search_route) as raw, "
+            "(select count(*) from marts.fct_searches) as marts"
+        ).row(0)
+        raw_ids = set(wh.query("select distinct search_id from raw.search_route")["search_id"])
+        mart_ids = set(wh.query("select search_id from marts.fct_searches")["search_id"])
+        quarantined = wh.query(
+            "select reason from audit.quarantine where _batch_id = $b",
+            {"b": "search_route/part-00000.parquet"},
+        )["reason"].to_list()
+    assert new != old and mart_ids == raw_ids
+    observed = {(int(s[1]), int(s[2])) for s in seen}
+    assert observed <= {old, new} and new in observed
+    assert len(quarantined) == 4 and sum("empty" in r for r in quarantined) == 2
+    assert any("before occurred_at" in r for r in quarantined)

@@ -68,7 +68,7 @@ def test_bigquery_layers_are_prefixed_datasets() -> None:
         ({"RAILFLOW_DUCKDB_MEMORY_LIMIT": "0GB"}, "RAILFLOW_DUCKDB_MEMORY_LIMIT=0GB is too small"),
         ({"RAILFLOW_START_DATE": "March"}, "RAILFLOW_START_DATE"),
         ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_BQ_PROJECT": "p"}, "RAILFLOW_PII_SALT"),
-        ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s"}, "RAILFLOW_BQ_PROJECT"),
+        ({"RAILFLOW_TARGET": "bigquery", "RAILFLOW_PII_SALT": "s" * 16}, "RAILFLOW_BQ_PROJECT"),
         ({"RAILFLOW_BQ_METHOD": "password"}, "RAILFLOW_BQ_METHOD"),
         ({"RAILFLOW_BQ_METHOD": "service-account"}, "RAILFLOW_BQ_KEYFILE"),
         (
@@ -101,3 +101,48 @@ def test_unwritable_artifacts_dir_names_its_own_variable(tmp_path: Path) -> None
     )
     with pytest.raises(SettingsError, match=r"^RAILFLOW_ARTIFACTS_DIR: cannot write"):
         s.ensure_writable()
+
+
+BQ = {"RAILFLOW_TARGET": "bigquery", "RAILFLOW_BQ_PROJECT": "p"}
+
+
+@pytest.mark.parametrize(
+    ("salt", "problem"),
+    [
+        (None, "is not set"),
+        (" ", "is too short"),
+        ("x", "is too short"),
+        ("fifteen-chars!!", "is too short"),
+        (" " * 20 + "short", "is too short"),
+        (DEV_PII_SALT, "is the development salt"),
+    ],
+)
+def test_bigquery_refuses_weak_salts(salt: str | None, problem: str) -> None:
+    env = BQ if salt is None else {**BQ, "RAILFLOW_PII_SALT": salt}
+    with pytest.raises(SettingsError) as info:
+        get_settings(env)
+    message = str(info.value)
+    assert message.startswith(f"RAILFLOW_PII_SALT {problem}") and "at least 16" in message
+    assert "\n" not in message
+
+
+def test_bigquery_accepts_a_salt_of_16_characters() -> None:
+    assert get_settings({**BQ, "RAILFLOW_PII_SALT": "sixteen-chars-ok"}).pii_salt_is_set
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({}, "RAILFLOW_PII_SALT is not set"),
+        ({"RAILFLOW_PII_SALT": DEV_PII_SALT}, "RAILFLOW_PII_SALT is the development salt"),
+    ],
+)
+def test_the_development_salt_warning_says_why(
+    env: dict[str, str], says: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from railflow import settings as settings_module
+
+    settings_module._warned_dev_salt.clear()
+    with caplog.at_level("WARNING", logger="railflow.settings"):
+        settings_module.warn_if_development_salt(get_settings(env))
+    assert [r.getMessage().split(":")[1].strip() for r in caplog.records] == [says]

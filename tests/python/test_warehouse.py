@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from polars.testing import assert_frame_equal
 
 from railflow.errors import WarehouseError, WarehouseLockedError, WarehouseMissingError
 from railflow.settings import Settings, get_settings
-from railflow.warehouse import BigQueryWarehouse, connect, load_job_config
+from railflow.warehouse import BigQueryWarehouse, build_then_publish, connect, load_job_config
 
 
 @pytest.fixture
@@ -146,7 +147,7 @@ def test_bigquery_names_tables_by_dataset_layer() -> None:
     s = get_settings(
         {
             "RAILFLOW_TARGET": "bigquery",
-            "RAILFLOW_PII_SALT": "salt",
+            "RAILFLOW_PII_SALT": "salt-of-sixteen-chars",
             "RAILFLOW_BQ_PROJECT": "acme",
             "RAILFLOW_BQ_DATASET": "railflow",
         }
@@ -155,3 +156,74 @@ def test_bigquery_names_tables_by_dataset_layer() -> None:
     assert wh.table("marts", "fct_bookings") == "`acme.railflow_marts.fct_bookings`"
     with pytest.raises(WarehouseError, match="invalid table"):
         wh.table("marts", "x; drop table y")
+
+
+READER = """
+import sys, time
+from railflow.settings import get_settings
+from railflow.warehouse import connect
+settings = get_settings({"RAILFLOW_DATA_DIR": sys.argv[1]})
+with connect(settings, read_only=True) as wh:
+    wh.query("select 1")
+    print("reading", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_writer_waits_for_a_reader_instead_of_failing(settings: Settings) -> None:
+    with connect(settings, read_only=False) as wh:
+        wh.write(sample_frame(), "marts", "searches")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(settings.data_dir), "4"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        with connect(settings, read_only=False) as wh:  # the reader holds the file for 4 s
+            wh.write(sample_frame(), "marts", "searches", mode="append")
+    finally:
+        reader.wait(timeout=30)
+    with connect(settings) as wh:
+        assert wh.read("marts", "searches").height == 6
+
+
+def test_a_transaction_commits_together_or_not_at_all(settings: Settings) -> None:
+    with connect(settings, read_only=False) as wh:
+        wh.write(sample_frame(), "raw", "searches")
+        with pytest.raises(RuntimeError), wh.transaction():
+            wh.execute(f"delete from {wh.table('raw', 'searches')}")
+            wh.write(sample_frame().head(1), "audit", "load_batches", mode="append")
+            raise RuntimeError("killed between two steps")
+        assert wh.read("raw", "searches").height == 3
+        assert not wh.table_exists("audit", "load_batches")
+
+
+def test_a_build_is_published_whole_or_not_at_all(settings: Settings) -> None:
+    with connect(settings, read_only=False) as wh:
+        wh.write(sample_frame(), "marts", "searches")
+    with build_then_publish(settings) as building:
+        assert building.duckdb_path != settings.duckdb_path
+        with connect(building, read_only=False) as wh:
+            wh.write(sample_frame().head(1), "marts", "searches")
+        with connect(settings) as reader:  # readers see the last published warehouse
+            assert reader.read("marts", "searches").height == 3
+    with connect(settings) as reader:
+        assert reader.read("marts", "searches").height == 1
+    with pytest.raises(RuntimeError), build_then_publish(settings) as building:
+        with connect(building, read_only=False) as wh:
+            wh.execute(f"drop table {wh.table('marts', 'searches')}")
+        raise RuntimeError("a stage failed")
+    with connect(settings) as reader:
+        assert reader.read("marts", "searches").height == 1
+    assert sorted(p.name for p in settings.data_dir.iterdir()) == [
+        "warehouse.duckdb",
+        "warehouse.duckdb.build-lock",
+    ]
+
+
+def test_a_full_disk_is_one_line(small_disk: Callable[..., Path]) -> None:
+    settings = get_settings({"RAILFLOW_DATA_DIR": str(small_disk("1m"))})
+    big = pl.DataFrame({"x": pl.int_range(3_000_000, eager=True).cast(pl.Utf8)})
+    with pytest.raises(WarehouseError) as info, connect(settings, read_only=False) as wh:
+        wh.write(big, "raw", "big")
+    assert str(info.value).startswith("no space left on the device holding")
