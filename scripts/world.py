@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import polars as pl
 
+from railflow import fares
 from scripts.pii_pool import POOL_SIZE, PiiPool, PoolProcess
 from scripts.reference import Reference
 
@@ -53,14 +54,14 @@ PARAMS: dict[str, object] = {
         "holiday_weight": 0.3,
         "user_effect_sd": 0.35,
     },
-    "price": {
-        "first_class_multiplier": 1.6,
-        "round_trip_multiplier": 1.85,
-        "near_departure_markup": 0.6,  # price x (1 + 0.6 exp(-lead/5))
-        "near_departure_scale_days": 5.0,
-        "weekend_travel_markup": 0.10,
-        "holiday_travel_markup": 0.15,
-        "noise_sd": 0.10,
+    "price": {  # the fare rule's home is railflow/fares.py; recorded here for the truth
+        "first_class_multiplier": fares.FIRST_CLASS_MULTIPLIER,
+        "round_trip_multiplier": fares.ROUND_TRIP_MULTIPLIER,
+        "near_departure_markup": fares.NEAR_DEPARTURE_MARKUP,
+        "near_departure_scale_days": fares.NEAR_DEPARTURE_SCALE_DAYS,
+        "weekend_travel_markup": fares.WEEKEND_TRAVEL_MARKUP,
+        "holiday_travel_markup": fares.HOLIDAY_TRAVEL_MARKUP,
+        "noise_sd": fares.PRICE_NOISE_SD,
     },
     "experiments": {
         # outcomes count within this many days after a user's first exposure
@@ -412,17 +413,9 @@ class World:
         tday = np.clip(travel_day, 0, len(self.day_dates) - 1)
         holiday_travel = self.holiday[travel_c, tday]
         weekend_travel = self.dow[tday] >= 5
-        list_price = (
-            self.route_fare[route]
-            * passengers
-            * np.where(first, pr["first_class_multiplier"], 1.0)
-            * np.where(round_trip, pr["round_trip_multiplier"], 1.0)
-        )
-        markup = (
-            (1 + pr["near_departure_markup"] * np.exp(-lead / pr["near_departure_scale_days"]))
-            * (1 + pr["weekend_travel_markup"] * weekend_travel)
-            * (1 + pr["holiday_travel_markup"] * holiday_travel)
-            * rng.lognormal(0, pr["noise_sd"], size=k)
+        list_price = fares.list_price(self.route_fare[route], passengers, first, round_trip)
+        markup = fares.yield_markup(lead, weekend_travel, holiday_travel) * rng.lognormal(
+            0, pr["noise_sd"], size=k
         )
         price = np.round(list_price * markup, 2)
         bl = p["booking_logit"]
