@@ -202,7 +202,12 @@ def create_app(artifacts_dir: Path | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [{"field": _one_line(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        fields = [
+            {"field": "body", "message": f"not valid JSON (at character {e['loc'][-1]})"}
+            if e["type"] == "json_invalid"
+            else {"field": _one_line(e["loc"]), "message": e["msg"]}
+            for e in exc.errors()
+        ]
         first = fields[0] if fields else {"field": "body", "message": "invalid request"}
         more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
         return _error(422, f"{first['field']}: {first['message']}{more}", fields)
