@@ -8,9 +8,7 @@ cores with the server, as a co-located caller would.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,39 +21,12 @@ from ml import propensity
 from ml.artifacts import CARD_JSON
 from ml.features import read_mart
 from railflow.errors import SettingsError
-from railflow.settings import REPO_ROOT, get_settings
+from railflow.settings import get_settings
 from railflow.warehouse import connect
+from serving.local import start_local
 from serving.schemas import MAX_BATCH, request_for_features
 
 CONCURRENCY = (1, 8, 32)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(artifacts: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning"],
-        cwd=REPO_ROOT, env={**os.environ, "RAILFLOW_ARTIFACTS_DIR": str(artifacts)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=5).status_code == 200:
-                return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError("the scoring API did not become healthy within 120 s")
 
 
 def _load(
@@ -104,8 +75,11 @@ def run(quick: bool) -> dict[str, float]:
     requests_per_level = 100 if quick else 600
     out: dict[str, float] = {"searches in the features mart": rows.height}
     for workers in (1, 2):
-        proc, url = _serve(settings.artifacts_dir, workers)
+        log = Path(tempfile.mkdtemp(prefix="railflow-bench-serving-")) / "server.log"
+        proc, url = start_local(settings.artifacts_dir, log, workers=workers)
         try:
+            if requests.get(f"{url}/health", timeout=30).status_code != 200:
+                raise RuntimeError(f"the scoring API is unhealthy: {log.read_text()[-500:]}")
             _load(url, bodies, 4, 25)  # warm every worker
             for clients in CONCURRENCY:
                 m = _load(url, bodies, clients, max(requests_per_level // clients, 10))

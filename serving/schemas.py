@@ -8,6 +8,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MAX_BATCH = 1_000
+# One search, as documented in the OpenAPI schema (and used by the tests)
+EXAMPLE_SEARCH: dict[str, Any] = {
+    "origin_station_id": "FRPLY",
+    "destination_station_id": "FRLPD",
+    "searched_at": "2026-08-01T18:30:00Z",
+    "travel_date": "2026-08-08",
+    "passengers": 1,
+    "fare_class": "standard",
+    "is_round_trip": False,
+    "platform": "web",
+    "traveller": {"prior_searches": 3, "prior_bookings": 0, "days_since_signup": 60},
+}
 
 
 class TravellerHistory(BaseModel):
@@ -25,26 +37,7 @@ class SearchIn(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "search_id": "s-123",
-                    "origin_station_id": "FRPLY",
-                    "destination_station_id": "FRLPD",
-                    "searched_at": "2026-08-01T18:30:00Z",
-                    "travel_date": "2026-08-08",
-                    "passengers": 1,
-                    "fare_class": "standard",
-                    "is_round_trip": False,
-                    "platform": "web",
-                    "traveller": {
-                        "prior_searches": 3,
-                        "prior_bookings": 0,
-                        "days_since_signup": 60,
-                    },
-                }
-            ]
-        },
+        json_schema_extra={"examples": [{"search_id": "s-123", **EXAMPLE_SEARCH}]},
     )
 
     search_id: str | None = Field(

@@ -3,12 +3,9 @@ small world's model; its scores against the batch scores the pipeline wrote."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,44 +18,17 @@ import requests
 from ml import propensity, scoring
 from ml.artifacts import MODEL_FILE
 from ml.features import to_pandas
-from railflow.settings import REPO_ROOT, Settings
+from railflow.settings import Settings
 from railflow.warehouse import connect
-from serving.schemas import request_for_features
+from serving.local import start_local
+from serving.schemas import EXAMPLE_SEARCH, request_for_features
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(artifacts_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "RAILFLOW_ARTIFACTS_DIR": str(artifacts_dir)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            requests.get(f"{url}/health", timeout=2)
-            return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise AssertionError(f"server did not answer within 90 s: {log.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(small_world: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_server(small_world.artifacts_dir, tmp_path_factory.mktemp("srv") / "log")
+    proc, url = start_local(small_world.artifacts_dir, tmp_path_factory.mktemp("srv") / "log")
     try:
         yield url
     finally:
@@ -76,17 +46,7 @@ def scored(small_world: Settings) -> pl.DataFrame:
 
 
 def good_search() -> dict[str, Any]:
-    return {
-        "origin_station_id": "FRPLY",
-        "destination_station_id": "FRLPD",
-        "searched_at": "2026-08-01T18:30:00Z",
-        "travel_date": "2026-08-08",
-        "passengers": 1,
-        "fare_class": "standard",
-        "is_round_trip": False,
-        "platform": "web",
-        "traveller": {"prior_searches": 3, "prior_bookings": 0, "days_since_signup": 60},
-    }
+    return copy.deepcopy(EXAMPLE_SEARCH)
 
 
 def test_api_scores_equal_the_batch_scores(server: str, scored: pl.DataFrame) -> None:
@@ -224,10 +184,9 @@ def test_malformed_json_is_a_422_not_a_traceback(server: str) -> None:
 def test_tampered_or_missing_artifact_fails_health_and_scoring(
     small_world: Settings, tmp_path: Path
 ) -> None:
-    artifacts = tmp_path / "artifacts"
-    shutil.copytree(small_world.artifacts_dir, artifacts)
+    artifacts = Path(shutil.copytree(small_world.artifacts_dir, tmp_path / "artifacts"))
     model_file = artifacts / propensity.MODEL_NAME / MODEL_FILE
-    proc, url = start_server(artifacts, tmp_path / "log")
+    proc, url = start_local(artifacts, tmp_path / "log")
     try:
         assert requests.get(f"{url}/health", timeout=30).status_code == 200
         # a byte changed in place, size and modification time kept: only the hash can tell
@@ -254,7 +213,7 @@ def test_tampered_or_missing_artifact_fails_health_and_scoring(
     shutil.copy(small_world.artifacts_dir / propensity.MODEL_NAME / MODEL_FILE, model_file)
     with model_file.open("ab") as fh:
         fh.write(b"tampered")
-    proc, url = start_server(artifacts, tmp_path / "log2")
+    proc, url = start_local(artifacts, tmp_path / "log2")
     try:
         health = requests.get(f"{url}/health", timeout=30)
         assert health.status_code == 503 and "does not match its card" in health.json()["reason"]
