@@ -69,7 +69,8 @@ def waterfall(c: Contributions) -> pl.DataFrame:
     rows, level = [{"step": "average (base value)", "start": 0.0, "end": c.base_value,
                     "direction": "total"}], c.base_value  # fmt: skip
     for name, value in steps:
-        shown = f"{name} = {c.inputs.iloc[0][name]}" if name in c.inputs.columns else name
+        x = c.inputs.iloc[0].get(name)
+        shown = name if x is None else f"{name} = {x if isinstance(x, str) else f'{x:.4g}'}"
         rows.append({"step": shown, "start": level, "end": level + value,
                      "direction": "raises" if value >= 0 else "lowers"})  # fmt: skip
         level += value
