@@ -136,7 +136,8 @@ def gradient_boosting() -> Pipeline:
     # The ordinal codes are split on as numbers, not as native categories: shap's tree explainer
     # (0.51) reads only numeric thresholds and silently mis-explains categorical splits (its
     # contributions missed the model's log-odds by up to 2.5 in our check); the planted world has
-    # no station effect for native categories to find, so AUC does not move (docs/serving.md).
+    # no station effect for native categories to find (validation AUC 0.726 on the default world,
+    # where docs/benchmarks.md measured 0.723 with native categories; docs/serving.md).
     model = HistGradientBoostingClassifier(
         learning_rate=0.05,
         max_iter=300,
