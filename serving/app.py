@@ -148,11 +148,12 @@ def _responses(
     """Plain dicts (validated once by the response model) for each scored search."""
     d, c = scores.decisions, scores.contributions
     effect = scorer.effect
+    inputs = c.inputs.to_dict("records") if c is not None else []  # row access via pandas is slow
     out = []
     for i, search_id in enumerate(ids):
         explanation = None
         if c is not None:
-            row = c.inputs.iloc[i]
+            row = inputs[i]
             explanation = {
                 "unit": c.unit,
                 "base_value": c.base_value,
