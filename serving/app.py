@@ -19,7 +19,6 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from threadpoolctl import threadpool_limits
 
 from ml import propensity
 from ml.artifacts import CARD_JSON, MODEL_FILE
@@ -187,10 +186,6 @@ def _responses(
 
 
 def create_app(artifacts_dir: Path | None = None) -> FastAPI:
-    # One thread per worker process for OpenMP and BLAS: gradient boosting's predict opens an
-    # OpenMP region per tree, and for one search those threads cost more than they save (a score
-    # took ~3x longer with two threads on two busy cores). Scale with --workers instead.
-    threadpool_limits(1)
     folder = (artifacts_dir or get_settings().artifacts_dir) / propensity.MODEL_NAME
     state = ModelState(folder)
     app = FastAPI(
