@@ -14,7 +14,6 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/n
 DBT_PROFILES_DIR ?= $(CURDIR)/.dbt
 export DBT_PROFILES_DIR
 
-.PHONY: help setup run test test-fast test-python lint format app bench docs requirements clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -69,6 +68,9 @@ format: setup ## Apply ruff and sqlfluff fixes
 
 app: setup ## Start the Streamlit app on http://127.0.0.1:8501
 	$(BIN)/railflow app
+
+serve: setup ## Start the scoring API on http://127.0.0.1:8000 (OpenAPI docs at /docs)
+	$(PY) -m serving --host 127.0.0.1 --port 8000
 
 bench: setup ## Run the benchmarks and rewrite docs/benchmarks.md
 	$(PY) -m benchmarks

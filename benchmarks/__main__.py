@@ -24,7 +24,7 @@ from typing import Any
 from railflow.errors import SettingsError, cli_entrypoint
 from railflow.settings import REPO_ROOT
 
-AREAS = ("generate", "dbt_build", "ml", "crm_export", "app")
+AREAS = ("generate", "dbt_build", "ml", "crm_export", "app", "serving")
 SCALES = {"1M": 1_000_000, "10M": 10_000_000, "50M": 50_000_000}
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
 RESULTS = REPO_ROOT / "docs" / "benchmarks" / "results.json"
@@ -110,6 +110,11 @@ AREA_TARGETS = (
     ("ml", "single-row latency p95 ms", "<", 50),
     ("app", "simulator rerun p95 ms", "<", 100),
     ("crm_export", "seconds, first export of 1M users (all created)", "<=", 20),
+    ("serving", "p95 ms, 8 clients, 1 worker", "<=", 25),
+    ("serving", "p95 ms, 8 clients, 2 workers", "<=", 25),
+    ("serving", "scores per second, 1 client, 1 worker", ">=", 300),
+    ("serving", "batch scores per second (explain=false), 1 worker", ">=", 20_000),
+    ("serving", "batch scores per second (with SHAP), 1 worker", ">=", 20_000),
 )
 
 

@@ -68,7 +68,9 @@ def _markdown(card: dict[str, Any]) -> str:
     for key in keys:
         if key in card:
             lines.append(f"- **{key}**: {card[key]}")
-    for section in ("metrics", "oracle", "permutation_importance", "drift_psi", "notes"):
+    sections = ("metrics", "oracle", "permutation_importance", "shap_importance", "drift_psi",
+                "notes")  # fmt: skip
+    for section in sections:
         if card.get(section):
             lines += ["", f"## {section.replace('_', ' ')}", ""]
             value = card[section]

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import math
-from datetime import date
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import streamlit as st
 
 import app_data as data
-from ml import propensity
-from ml.artifacts import ArtifactError
+from ml import propensity, scoring
+from ml.artifacts import CARD_JSON, ArtifactError
+from ml.explain import Contributions
 
 st.title("Pricing simulator")
 st.caption(
-    "Should we discount this search? The booking-propensity model scores the search; the "
-    "discount is offered when the probability falls inside the band below."
+    "Should we discount this search? The booking-propensity model scores the search (the same "
+    "code as the scoring API); the discount is offered when the expected revenue with it beats "
+    "the expected revenue without it, for searches whose probability is inside the band below."
 )
 
 
@@ -34,20 +37,45 @@ LEAD_TIME_CHART = {
 }
 
 
-def quote(base_fare: float, passengers: int, fare_class: str, round_trip: bool, lead: int) -> float:
-    """The platform's yield rule: list price, marked up close to departure."""
-    price = float(propensity.list_price(base_fare, passengers, fare_class == "first", round_trip))
-    return round(price * (1 + 0.6 * math.exp(-max(lead, 0) / 5)), 2)
+WATERFALL_CHART = {
+    "mark": {"type": "bar", "tooltip": True},
+    "encoding": {
+        "y": {"field": "step", "type": "nominal", "sort": None, "title": None},
+        "x": {"field": "start", "type": "quantitative", "title": "model output"},
+        "x2": {"field": "end"},
+        "color": {
+            "field": "direction",
+            "type": "nominal",
+            "scale": {"domain": ["raises", "lowers", "total"],
+                      "range": ["#d62728", "#1f77b4", "#7f7f7f"]},
+            "legend": {"orient": "bottom", "title": None},
+        },
+    },
+}  # fmt: skip
+WATERFALL_STEPS = 8
 
 
-def measured_uplift() -> float:
-    """The discount's effect on one search (the readout's search-level effect, not the
-    user-level lift)."""
-    for doc in data.readouts():
-        effect = doc.get("search_level_effect") or {}
-        if doc["experiment_id"] == "medium_intent_discount" and effect.get("rel_lift") is not None:
-            return max(float(effect["rel_lift"]), 0.0)
-    return 0.10
+@st.cache_resource(show_spinner=False)
+def scorer(folder: str, card_stamp: int) -> scoring.Scorer:
+    """The shared scorer (model, explainer, reference data), reloaded when the card changes."""
+    return scoring.Scorer(Path(folder))
+
+
+def waterfall(c: Contributions) -> pl.DataFrame:
+    """SHAP waterfall of the first row: base value, the largest contributions, the rest, total."""
+    top = c.top(0, WATERFALL_STEPS)
+    rest = float(c.values[0].sum()) - sum(v for _, v in top)
+    steps = [*top, ("other features", rest)]
+    rows, level = [{"step": "average (base value)", "start": 0.0, "end": c.base_value,
+                    "direction": "total"}], c.base_value  # fmt: skip
+    for name, value in steps:
+        x = c.inputs.iloc[0].get(name)
+        shown = name if x is None else f"{name} = {x if isinstance(x, str) else f'{x:.4g}'}"
+        rows.append({"step": shown, "start": level, "end": level + value,
+                     "direction": "raises" if value >= 0 else "lowers"})  # fmt: skip
+        level += value
+    rows.append({"step": "this search", "start": 0.0, "end": level, "direction": "total"})
+    return pl.DataFrame(rows)
 
 
 def page() -> None:
@@ -55,10 +83,12 @@ def page() -> None:
     stations = data.table("marts", "dim_stations").sort("city")
     model_dir = data.settings().artifacts_dir / propensity.MODEL_NAME
     try:
-        model, card = propensity.load(model_dir)
+        card_file = model_dir / CARD_JSON
+        shared = scorer(str(model_dir), card_file.stat().st_mtime_ns if card_file.exists() else 0)
     except ArtifactError as exc:
         st.error(f"{exc}")
         return
+    card = shared.card
     labels = {
         r["station_id"]: f"{r['city']} — {r['station_name']}"
         for r in stations.iter_rows(named=True)
@@ -90,11 +120,10 @@ def page() -> None:
         tenure = st.number_input("Days since signup", 0, 5_000, 60, key="tenure")
         band = st.slider("Discount when probability is between", 0.0, 1.0, (0.3, 0.7), key="band")
         discount = st.number_input("Discount (%)", 0.0, 50.0, 5.0, step=0.5, key="discount")
-        uplift = st.number_input(
-            "Assumed relative uplift from the discount (%)",
-            0.0, 200.0, round(measured_uplift() * 100, 1), key="uplift",
-            help="Defaults to the effect on one search measured in the medium_intent_discount "
-            "experiment (its readout's search-level effect).",
+        effect = st.number_input(
+            "Assumed effect of the discount on the booking log-odds",
+            -2.0, 5.0, scoring.discount_effect().logit_shift, step=0.05, key="effect",
+            help=f"Default: {scoring.discount_effect().source}.",
         )  # fmt: skip
 
     problems = []
@@ -114,49 +143,39 @@ def page() -> None:
     route = routes.filter(
         (pl.col("origin_station_id") == origin) & (pl.col("destination_station_id") == destination)
     ).row(0, named=True)
+    search = scoring.Search(
+        origin_station_id=origin, destination_station_id=destination,
+        searched_at=datetime.combine(search_date, time(hour), tzinfo=UTC),
+        travel_date=travel_date, passengers=int(passengers), fare_class=fare_class,
+        is_round_trip=round_trip, platform=platform,
+        user_prior_searches=int(prior_searches), user_prior_bookings=int(prior_bookings),
+        days_since_signup=int(tenure),
+    )  # fmt: skip
     lead = (travel_date - search_date).days
-    holidays = data.table("seeds", "holidays")
-    is_holiday = (
-        holidays.filter(
-            (pl.col("holiday_date") == travel_date)
-            & (pl.col("country_code") == route["origin_country_code"])
-        ).height
-        > 0
-    )
+    quoted = float(scoring.search_features([search], shared.book)["price_seen_eur"][0])
     price = st.number_input(
-        "Quoted price (EUR)", 0.0, 100_000.0,
-        quote(float(route["base_fare_eur"]), int(passengers), fare_class, round_trip, lead),
+        "Quoted price (EUR)", 0.0, 100_000.0, quoted,
         key=f"price-{origin}-{destination}-{fare_class}-{round_trip}-{passengers}-{lead}",
     )  # fmt: skip
-    features = {
-        "origin_station_id": origin, "destination_station_id": destination,
-        "platform": platform, "fare_class": fare_class, "lead_time_days": lead,
-        "search_hour": hour, "search_day_of_week": search_date.isoweekday(),
-        "price_seen_eur": price, "route_base_fare_eur": float(route["base_fare_eur"]),
-        "passengers": int(passengers),
-        "is_round_trip": float(round_trip), "is_holiday": float(is_holiday),
-        "user_prior_searches": prior_searches, "user_prior_bookings": prior_bookings,
-        "days_since_signup": tenure,
-    }  # fmt: skip
-    # the search and the lead-time curve in one model call: each call has a fixed cost
+    # the lead-time curve: the same search on other travel dates, priced by the fare rule
     leads = np.arange(0, 91)
-    fare = float(route["base_fare_eur"])
-    rows = pl.DataFrame(
-        [features]
-        + [
-            {**features, "lead_time_days": int(x),
-             "price_seen_eur": quote(fare, int(passengers), fare_class, round_trip, int(x))}
-            for x in leads
-        ]
-    )  # fmt: skip
-    scores = propensity.predict(model, rows)
-    p, model_p = float(scores[0]), scores[1:]
-    lo, hi = band
-    offer = lo <= p <= hi
-    p_discounted = min(p * (1 + uplift / 100), 1.0)
-    revenue_without = p * price
-    revenue_with = p_discounted * price * (1 - discount / 100)
-    intent = str(propensity.intent_band(np.array([p]))[0])
+    features = scoring.search_features(
+        [replace(search, quoted_price_eur=price)]
+        + [replace(search, travel_date=search_date + timedelta(days=int(x))) for x in leads],
+        shared.book,
+    )
+    the_search = shared.score(
+        features.head(1),
+        effect=scoring.DiscountEffect(discount / 100, effect, "simulator input"),
+        band=band,
+    )
+    model_p = propensity.predict(shared.model, features.slice(1))
+    p = float(the_search.probability[0])
+    decision = the_search.decisions
+    offer = bool(decision.offer[0])
+    revenue_without = float(decision.expected_revenue_without_eur[0])
+    revenue_with = float(decision.expected_revenue_with_eur[0])
+    intent = str(the_search.intent_band[0])
 
     a, b, c = st.columns(3)
     a.metric("Booking probability", f"{p:.1%}")
@@ -170,9 +189,18 @@ def page() -> None:
     )  # fmt: skip
     st.caption(
         f"Model {card['model_version']} ({card['estimator']}), held-out AUC "
-        f"{card['metrics']['auc']:.3f}. With-discount revenue assumes a {uplift:g}% "
-        "relative uplift."
+        f"{card['metrics']['auc']:.3f}. With-discount revenue assumes the discount adds "
+        f"{effect:g} to the booking log-odds."
     )
+    if the_search.contributions is not None:
+        st.subheader("Why this score")
+        st.caption(
+            f"SHAP contributions to the model's output ({the_search.contributions.unit}, before "
+            "calibration): how each feature moves this search away from the average search."
+        )
+        st.vega_lite_chart(
+            waterfall(the_search.contributions).to_pandas(), WATERFALL_CHART, width="stretch"
+        )
 
     st.subheader(
         f"Probability against lead time — {route['origin_city']} → {route['destination_city']}"

@@ -66,13 +66,23 @@ def test_simulator_scores_a_search(app: AppTest) -> None:
     assert any("Probability against lead time" in h.value for h in app.subheader)
 
 
-def test_discount_band_is_editable(app: AppTest) -> None:
+def test_discount_decision_weighs_revenue_inside_the_band(app: AppTest) -> None:
+    def decision() -> tuple[str, float]:
+        metrics = {m.label: m for m in app.metric}
+        delta = metrics["Expected revenue with discount"].delta
+        return metrics["Decision"].value, float(delta.replace("€", "").replace(",", ""))
+
     app.slider(key="band").set_value((0.0, 1.0)).run()
-    assert app.metric[2].value == "Offer 5% discount"
+    app.number_input(key="effect").set_value(2.0).run()  # a discount that sells: offer it
+    assert decision()[1] > 0 and decision()[0] == "Offer 5% discount"
     app.number_input(key="discount").set_value(10.0).run()
-    assert app.metric[2].value == "Offer 10% discount"
-    app.slider(key="band").set_value((0.99, 1.0)).run()
-    assert app.metric[2].value == "No discount"
+    assert decision()[0] == "Offer 10% discount"
+    app.number_input(key="effect").set_value(0.0).run()  # no effect: it only costs revenue
+    assert decision()[1] < 0 and decision()[0] == "No discount"
+    app.number_input(key="effect").set_value(2.0).run()
+    app.slider(key="band").set_value((0.99, 1.0)).run()  # outside the policy band: never
+    assert decision()[1] > 0 and decision()[0] == "No discount"
+    assert any("Why this score" in h.value for h in app.subheader)
 
 
 @pytest.mark.parametrize(

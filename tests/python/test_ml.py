@@ -46,6 +46,9 @@ def test_cards_report_metrics_against_the_oracle(small_world: Settings) -> None:
     assert 0.5 < card["metrics"]["auc"] <= card["oracle"]["auc"] + 0.02
     assert card["metrics"]["ece"] < 0.05
     assert next(iter(card["permutation_importance"])) == "lead_time_days"
+    # global SHAP importance beside it, for every input and derived feature
+    assert set(card["shap_importance"]) == set(propensity.FEATURES) | set(propensity.DERIVED)
+    assert "lead_time_days" in list(card["shap_importance"])[:3]
     assert len(card["sha256"]) == 64 and card["library_versions"]["scikit-learn"]
     assert (small_world.artifacts_dir / propensity.MODEL_NAME / "model_card.md").exists()
     churn_card = load_card(small_world.artifacts_dir / churn.MODEL_NAME)
