@@ -14,6 +14,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/n
 DBT_PROFILES_DIR ?= $(CURDIR)/.dbt
 export DBT_PROFILES_DIR
 
+.PHONY: help setup run test test-python test-fast lint format app serve bench docs requirements clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'

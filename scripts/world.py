@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from railflow import fares
+from railflow.experiment_registry import load_registry
 from scripts.pii_pool import POOL_SIZE, PiiPool, PoolProcess
 from scripts.reference import Reference
 
@@ -63,20 +64,16 @@ PARAMS: dict[str, object] = {
         "holiday_travel_markup": fares.HOLIDAY_TRAVEL_MARKUP,
         "noise_sd": fares.PRICE_NOISE_SD,
     },
+    # The designs (split, start day, trigger, metrics) are in the experiment registry,
+    # seeds/experiment_registry.csv; here only what the world plants: the effects.
     "experiments": {
         # outcomes count within this many days after a user's first exposure
         "outcome_window_days": 14,
-        "medium_intent_discount": {
-            "start_day": 14,
-            "treatment_share": 0.5,
-            "discount_rate": 0.05,
-            "medium_intent_band": [0.3, 0.7],
-            "logit_uplift": 0.6,
-        },
-        "aa_test": {"start_day": 0, "treatment_share": 0.5},
+        # the `medium_intent_search` trigger fires on searches whose true control booking
+        # probability lies in this band
+        "medium_intent_band": [0.3, 0.7],
+        "medium_intent_discount": {"discount_rate": 0.05, "logit_uplift": 0.6},
         "srm_checkout_redesign": {
-            "start_day": 30,
-            "treatment_share": 0.5,
             "treatment_exposure_logged_share": 0.7,  # planted sample-ratio mismatch
         },
     },
@@ -168,6 +165,7 @@ class World:
         salt: str,
     ) -> None:
         self.ref = reference
+        self.experiments = load_registry()  # designs; the effects they plant are in PARAMS
         self.n_users = users
         self.days = days
         self.start = start
@@ -449,18 +447,21 @@ class World:
     def _exposures(
         self, rng: np.random.Generator, u: dict, s: pl.DataFrame, q: pl.DataFrame
     ) -> pl.DataFrame:
-        """First exposure per user and experiment. The discount test is triggered: a user is
-        exposed at their first medium-intent search (the only place the discount can show)."""
+        """First exposure per user and experiment of the registry, in its order (the draws of
+        the generator follow it). A triggered experiment (`medium_intent_search`) exposes a
+        user at their first medium-intent search from its start day on (the only place the
+        discount can show); the others at the first session from their start day on."""
         frames = []
-        for exp_id, cfg in PARAMS["experiments"].items():
-            if not isinstance(cfg, dict):
-                continue
-            if "medium_intent_band" in cfg:
-                lo, hi = cfg["medium_intent_band"]
+        planted = PARAMS["experiments"]
+        for exp_id, design in self.experiments.items():
+            cfg = planted.get(exp_id, {})
+            triggered = design.exposure_trigger == "medium_intent_search"
+            if triggered:
+                lo, hi = planted["medium_intent_band"]
                 first = (
                     q.filter(
                         pl.col("true_probability_control").is_between(lo, hi)
-                        & (pl.col("searched_us") >= self.start_us + cfg["start_day"] * 86_400 * US)
+                        & (pl.col("searched_us") >= self.start_us + design.start_day * 86_400 * US)
                     )
                     .group_by("u")
                     .agg(
@@ -470,21 +471,21 @@ class World:
                 )
             else:
                 first = (
-                    s.filter(pl.col("day") >= cfg["start_day"])
+                    s.filter(pl.col("day") >= design.start_day)
                     .group_by("u")
                     .agg(pl.col("start_us").min(), pl.col("s").sort_by("start_us").first())
                 )
             first = first.sort("u")
             exposed = first["u"].to_numpy()
             b = bucket(exp_id, [u["ids"][i] for i in exposed])  # only the exposed users
-            variant = np.where(b < cfg["treatment_share"], "treatment", "control")
+            variant = np.where(b < design.treatment_share, "treatment", "control")
             logged_share = cfg.get("treatment_exposure_logged_share", 1.0)
             logged = (variant == "control") | (rng.random(first.height) < logged_share)
             frames.append(
                 first.with_columns(
                     experiment_id=pl.lit(exp_id),
                     variant=pl.Series(variant),
-                    exposed_us=pl.col("start_us") + (0 if "medium_intent_band" in cfg else US),
+                    exposed_us=pl.col("start_us") + (0 if triggered else US),
                     is_logged=pl.Series(logged),
                 )
             )
@@ -496,7 +497,7 @@ class World:
         self, rng: np.random.Generator, u: dict, q: pl.DataFrame, e: pl.DataFrame
     ) -> pl.DataFrame:
         cfg = PARAMS["experiments"]["medium_intent_discount"]
-        lo, hi = cfg["medium_intent_band"]
+        lo, hi = PARAMS["experiments"]["medium_intent_band"]
         mid = e.filter(pl.col("experiment_id") == "medium_intent_discount").select(
             "u",
             pl.col("variant").alias("mid_variant"),

@@ -222,7 +222,7 @@ def filled_disk_stage(settings: Settings) -> None:
 
 def test_a_stage_that_fills_the_disk_is_one_line(small_disk: Callable[..., Path]) -> None:
     settings = get_settings({"RAILFLOW_DATA_DIR": str(small_disk("1m"))})
-    stage = Stage("export", "writes files", f"{__name__}:filled_disk_stage")
+    stage = Stage("export", "writes files", filled_disk_stage)
     with pytest.raises(StageError) as info:
         run_stage(stage, settings)
     message = str(info.value)
