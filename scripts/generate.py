@@ -34,7 +34,7 @@ from railflow.settings import Settings, get_settings, warn_if_development_salt
 from railflow.stage import StageResult
 from scripts.reference import load_reference
 from scripts.tracking_plan import load_plan
-from scripts.world import CHUNK_USERS, PARAMS, World
+from scripts.world import CHUNK_USERS, PARAMS, TRAVEL_HORIZON_DAYS, World
 
 log = logging.getLogger("railflow.generate")
 # zstd at level 1: within a few percent of snappy's speed, files about 30% smaller than snappy's
@@ -227,7 +227,21 @@ def check_period(start: date, days: int, today: date) -> None:
         raise SettingsError(
             f"a world of {days} days from {start} is still receiving events after today "
             f"({today}); choose an earlier start date (--start-date or RAILFLOW_START_DATE) or "
-            "fewer days (--days or RAILFLOW_DAYS)"
+            "fewer days (--days or RAILFLOW_DAYS), or set RAILFLOW_NOW to a later time"
+        )
+
+
+def check_calendar(start: date, days: int) -> None:
+    """The holidays seed must cover every day the world's searches and travel reach."""
+    covered = load_reference().holidays["holiday_date"]
+    first, last = covered.min(), covered.max()
+    end = start + timedelta(days=days + TRAVEL_HORIZON_DAYS - 1)
+    if start < first or end > last:
+        raise SettingsError(
+            f"a world of {days} days from {start} reaches {end}, outside the holidays seed "
+            f"({first} to {last}); choose dates inside it, or extend the seed with "
+            f"`python -m scripts.holidays_seed --first-year {min(start.year, first.year)} "
+            f"--last-year {max(end.year, last.year)}`"
         )
 
 
@@ -239,9 +253,12 @@ def generate(
     seed: int,
     salt: str,
     progress: bool = True,
+    today: date | None = None,
 ) -> dict[str, int]:
-    """Generate the world into out_dir/raw and out_dir/truth; returns rows per raw table."""
-    check_period(start, days, datetime.now(UTC).date())
+    """Generate the world into out_dir/raw and out_dir/truth; returns rows per raw table.
+    `today` (default: the real date) is when the world's deliveries must be over by."""
+    check_period(start, days, today or datetime.now(UTC).date())
+    check_calendar(start, days)
     check_room(out_dir, users, days)
     final = {"raw": out_dir / "raw", "truth": out_dir / "truth"}
     # written beside the old world, which stays until the new one is complete
@@ -369,6 +386,7 @@ def stage(settings: Settings) -> StageResult:
         seed=settings.seed,
         salt=settings.pii_salt,
         progress=sys.stderr.isatty(),
+        today=settings.current_time().date(),
     )
     events = sum(v for k, v in counts.items() if k != "users")
     return StageResult(
@@ -420,8 +438,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     warn_if_development_salt(defaults)
     started = time.perf_counter()
     counts = generate(
-        args.out, args.users, args.days, args.start_date, args.seed, defaults.pii_salt
-    )
+        args.out, args.users, args.days, args.start_date, args.seed, defaults.pii_salt,
+        today=defaults.current_time().date(),
+    )  # fmt: skip
     seconds = time.perf_counter() - started
     events = sum(v for k, v in counts.items() if k != "users")
     width = max(len(t) for t in counts)

@@ -721,7 +721,7 @@ def load(
         raise SettingsError(f"unknown table(s) {unknown}; the tracking plan has: {', '.join(plan)}")
     if not raw_dir.is_dir():
         raise LoadError(f"{raw_dir} does not exist; run `python -m scripts.generate` first")
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = settings.current_time().replace(microsecond=0)
     lookback = timedelta(days=int(project_var("lookback_days")))
     names = list(tables or plan)
     files = {name: sorted((raw_dir / name).glob("*.parquet")) for name in names}

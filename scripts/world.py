@@ -24,6 +24,9 @@ from scripts.reference import Reference
 
 PERSONAS = ("commuter", "business", "leisure", "student", "family")
 
+# Days after the last simulated day that travel (and so the calendar) can reach.
+TRAVEL_HORIZON_DAYS = 130
+
 PARAMS: dict[str, object] = {
     "persona_share": [0.25, 0.20, 0.30, 0.15, 0.10],
     # expected sessions per active day, before weekday/season/holiday factors
@@ -189,7 +192,7 @@ class World:
         self.route_offset = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self.route_count = counts
         self.hub_weight = np.where(st["is_hub"].to_numpy(), 3.0, 1.0)
-        self.day_dates = [start + timedelta(days=d) for d in range(days + 130)]
+        self.day_dates = [start + timedelta(days=d) for d in range(days + TRAVEL_HORIZON_DAYS)]
         self.dow = np.array([d.weekday() for d in self.day_dates])
         # holiday[country, day]: public or school holiday in that country
         self.holiday = np.zeros((len(self.countries), len(self.day_dates)), dtype=bool)

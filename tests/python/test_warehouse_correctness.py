@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -98,7 +100,7 @@ def test_the_funnel_counts_daily_users_once_over_platforms(small_world: Settings
     with connect(small_world) as wh:
         funnel = wh.read("marts", "product_funnel_daily")
         daily = wh.query(
-            "select s.search_date as funnel_date, count(distinct s.user_id) as users "
+            "select s.search_local_date as funnel_date, count(distinct s.user_id) as users "
             "from marts.fct_searches s join marts.dim_users u using (user_id) "
             "where not u.is_excluded_traffic group by 1"
         )
@@ -134,3 +136,25 @@ def test_partial_active_user_windows_are_flagged(small_world: Settings) -> None:
     expected = active.select((day >= 6).alias("wau"), (day >= 29).alias("mau"))
     assert (active["is_wau_complete"] == expected["wau"]).all()
     assert (active["is_mau_complete"] == expected["mau"]).all()
+
+
+def test_searches_and_bookings_carry_the_local_time_at_their_origin(small_world: Settings) -> None:
+    """Local date and hour at the origin station, checked against Python's zoneinfo."""
+    with connect(small_world) as wh:
+        searches = wh.query(
+            "select s.searched_at, s.search_local_date, s.search_local_hour, st.timezone "
+            "from marts.fct_searches s join marts.dim_stations st "
+            "on s.origin_station_id = st.station_id order by s.search_id limit 2000"
+        )
+        bookings = wh.query(
+            "select count(*) as n, count(distinct booking_local_date) as days, "
+            "sum(case when booking_local_date <> booking_date then 1 else 0 end) as shifted "
+            "from marts.fct_bookings"
+        )
+    assert searches.height == 2000
+    for at, local_date, local_hour, zone in searches.iter_rows():
+        local = at.replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
+        assert (local.date(), local.hour) == (local_date, local_hour)
+    # continental stations run one or two hours ahead of UTC
+    assert (searches["search_local_hour"] != searches["searched_at"].dt.hour()).mean() > 0.5
+    assert bookings["shifted"][0] > 0  # late-evening UTC bookings fall on the next local day

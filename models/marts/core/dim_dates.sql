@@ -1,8 +1,56 @@
+{#- The calendar covers the whole years the data touches: from 1 January of the earliest signup
+    or search to 31 December of the latest travel date, so any RAILFLOW_START_DATE gets a spine.
+    dbt.generate_series gives day numbers up to 2^15 (about 89 years), enough for any world;
+    dbt.date_spine was not used because it sizes itself with a query at compile time. -#}
 with
+
+users as (
+
+    select * from {{ ref('stg_app__users') }}
+
+),
+
+searches as (
+
+    select * from {{ ref('stg_app__searches') }}
+
+),
+
+bounds as (
+
+    select
+        cast({{ dbt.date_trunc('year', 'min(first_date)') }} as date) as first_day,
+        cast({{ dbt.date_trunc('year', 'max(last_date)') }} as date) as last_year_start
+
+    from (
+        select
+            cast(min(signed_up_at) as date) as first_date,
+            cast(max(signed_up_at) as date) as last_date
+        from users
+        union all
+        select
+            least(cast(min(searched_at) as date), min(travel_date)) as first_date,
+            greatest(cast(max(searched_at) as date), max(travel_date)) as last_date
+        from searches
+    ) as data_dates
+
+),
+
+day_numbers as (
+
+    {{ dbt.generate_series(32768) }}
+
+),
 
 spine as (
 
-    {{ dbt.date_spine('day', "cast('2025-01-01' as date)", "cast('2028-01-01' as date)") }}
+    select {{ add_days_to_date('day_numbers.generated_number - 1', 'bounds.first_day') }} as date_day
+
+    from day_numbers
+    cross join bounds
+    where
+        {{ add_days_to_date('day_numbers.generated_number - 1', 'bounds.first_day') }}
+        < {{ add_days_to_date(0, dbt.dateadd('year', 1, 'bounds.last_year_start')) }}
 
 ),
 

@@ -18,6 +18,12 @@ users as (
 
 ),
 
+stations as (
+
+    select * from {{ ref('dim_stations') }}
+
+),
+
 attribution as (
 
     select * from {{ ref('int_searches_joined_to_bookings') }}
@@ -35,6 +41,8 @@ final as (
         purchases.platform,
         purchases.purchased_at,
         cast(purchases.purchased_at as date) as booking_date,
+        cast({{ local_datetime('purchases.purchased_at', 'stations.timezone') }} as date) as booking_local_date,
+        {{ hour_of_day(local_datetime('purchases.purchased_at', 'stations.timezone')) }} as booking_local_hour,
         {{ dbt.concat(['purchases.origin_station_id', "'-'", 'purchases.destination_station_id']) }} as route_id,
         purchases.origin_station_id,
         purchases.destination_station_id,
@@ -66,6 +74,7 @@ final as (
     left join attribution on purchases.booking_id = attribution.booking_id
     left join cancellations on purchases.booking_id = cancellations.booking_id
     inner join users on purchases.user_id = users.user_id
+    left join stations on purchases.origin_station_id = stations.station_id
 
 )
 

@@ -113,6 +113,8 @@ final as (
         cast(searches.searched_at as date) as search_date,
         {{ hour_of_day('searches.searched_at') }} as search_hour,
         {{ day_of_week('searches.searched_at') }} as search_day_of_week,
+        cast({{ local_datetime('searches.searched_at', 'stations.timezone') }} as date) as search_local_date,
+        {{ hour_of_day(local_datetime('searches.searched_at', 'stations.timezone')) }} as search_local_hour,
         {{ dbt.concat(['searches.origin_station_id', "'-'", 'searches.destination_station_id']) }} as route_id,
         searches.origin_station_id,
         searches.destination_station_id,

@@ -17,7 +17,7 @@ user_days as (
     {#- one row per user, day and platform first: five distinct counts over every search would
         each build their own hash table -#}
     select
-        searches.search_date as funnel_date,
+        searches.search_local_date as funnel_date,
         searches.platform,
         searches.user_id,
         max(case when searches.has_viewed_results then 1 else 0 end) as has_viewed_results,
