@@ -44,12 +44,13 @@ day_numbers as (
 
 spine as (
 
-    select {{ add_days_to_date('day_numbers.generated_number - 1', 'bounds.first_day') }} as date_day
+    {#- generate_series numbers are floats on BigQuery (power()); intervals need integers -#}
+    select {{ add_days_to_date('cast(day_numbers.generated_number as ' ~ dbt.type_bigint() ~ ') - 1', 'bounds.first_day') }} as date_day
 
     from day_numbers
     cross join bounds
     where
-        {{ add_days_to_date('day_numbers.generated_number - 1', 'bounds.first_day') }}
+        {{ add_days_to_date('cast(day_numbers.generated_number as ' ~ dbt.type_bigint() ~ ') - 1', 'bounds.first_day') }}
         < {{ add_days_to_date(0, dbt.dateadd('year', 1, 'bounds.last_year_start')) }}
 
 ),
