@@ -57,6 +57,12 @@ METRIC_COLUMNS: dict[str, tuple[str, str]] = {
     "bookings_per_user": ("bookings", "mean"),
     "searches_per_user": ("searches", "mean"),
     "refund_per_user": ("refund_eur", "mean"),
+    "refund_rate": ("refund_eur", "ratio"),
+}
+# a ratio metric's denominator, per user: refunds per euro sold (gross − discount), so a
+# treatment that sells more is not blamed for refunding in proportion
+RATIO_DENOMINATORS: dict[str, pl.Expr] = {
+    "refund_rate": pl.col("gross_revenue_eur") - pl.col("discount_eur"),
 }
 # for a triggered experiment, what the user asked for on the search that fired the trigger:
 # chosen before the arm can act, so CUPED may use it (experiment_trigger_searches)
@@ -138,16 +144,21 @@ def _compare(
         extra["chance_to_win"] = stats.chance_to_win(
             int(y[~is_t].sum()), int((~is_t).sum()), int(y[is_t].sum()), int(is_t.sum())
         )
+    elif kind == "ratio":
+        den = df.select(RATIO_DENOMINATORS[metric]).to_series().cast(pl.Float64).to_numpy()
+        result = stats.ratio_ztest(y[~is_t], den[~is_t], y[is_t], den[is_t], ALPHA)
+        method = "ratio of sums per arm, z-test on delta-method standard errors"
     else:
         if winsorize_at is not None and metric in MONEY_METRICS:
             y, cap = stats.winsorize(y, winsorize_at)
             extra |= {"winsorized_at_quantile": winsorize_at, "winsorize_cap_eur": cap}
         result = stats.welch_ttest(y[~is_t], y[is_t], ALPHA)
         method = "Welch's t-test; relative CI from the log ratio of the means"
+    # CUPED adjusts a per-user mean; a ratio of sums is left unadjusted
     covariates = [c for c in (*CUPED_COVARIATES, *TRIGGER_COVARIATES.values()) if c in df.columns]
     cuped = (
         stats.cuped(y, df.select(covariates).cast(pl.Float64).to_numpy(), is_t, ALPHA)
-        if covariates
+        if covariates and kind != "ratio"
         else None
     )
     return {
@@ -442,7 +453,7 @@ def _metric_line(doc: dict[str, Any], name: str, m: dict[str, Any] | None) -> st
         return f"- {name}: not enough data."
     low, high = shown_interval(doc, m, "abs")
     rel_low, rel_high = shown_interval(doc, m, "rel")
-    fmt = _pct if name == "conversion" else _num
+    fmt = _pct if name in ("conversion", "refund_rate") else _num
     line = (
         f"- {name} ({m['role']}): {fmt(m['control_value'])} → {fmt(m['treatment_value'])}, "
         f"lift {fmt(m['abs_lift'])} [{fmt(low)}, {fmt(high)}], relative {_pct(m['rel_lift'])} "
@@ -452,7 +463,9 @@ def _metric_line(doc: dict[str, Any], name: str, m: dict[str, Any] | None) -> st
         line += f", Holm p = {_num(m['p_value_holm'])}"
     if m.get("guardrail_broken"):
         line += "; **guardrail broken**"
-    cuped = m.get("cuped") or {}
+    cuped = m.get("cuped")
+    if cuped is None:
+        return line + ". CUPED: not applied (no covariates, or a ratio metric)."
     line += (
         f". CUPED: lift {fmt(cuped.get('abs_lift'))} [{fmt(cuped.get('abs_ci_low'))}, "
         f"{fmt(cuped.get('abs_ci_high'))}] (fixed-horizon), variance reduction "

@@ -121,6 +121,53 @@ def welch_ttest(control: np.ndarray, treatment: np.ndarray, alpha: float = 0.05)
     )  # fmt: skip
 
 
+def _ratio_of_means(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
+    """sum(num) / sum(den) over one arm's users and the delta-method variance of that ratio:
+    the variance of the mean of the linearised values (num - R·den) / mean(den)."""
+    ratio = float(num.sum() / den.sum())
+    linearised = (num - ratio * den) / den.mean()
+    return ratio, float(linearised.var(ddof=1) / num.size)
+
+
+def ratio_ztest(
+    num_control: np.ndarray,
+    den_control: np.ndarray,
+    num_treatment: np.ndarray,
+    den_treatment: np.ndarray,
+    alpha: float = 0.05,
+) -> Comparison:
+    """A ratio metric whose unit of randomisation is the user but whose denominator is not
+    (refunds per euro sold): each arm's sum(num) / sum(den), compared with a z-test on the
+    delta-method standard errors (GrowthBook's and Eppo's ratio metrics). The relative
+    interval is that of the log ratio. An arm whose denominator sums to 0 has no ratio: the
+    comparison is then empty (NaN values, no p-value)."""
+    arms = [
+        np.asarray(a, dtype=float) for a in (num_control, den_control, num_treatment, den_treatment)
+    ]
+    if min(arms[0].size, arms[2].size) < 2:
+        raise ValueError("each variant needs at least two users for a ratio metric")
+    if arms[1].sum() <= 0 or arms[3].sum() <= 0:
+        nan = float("nan")
+        return Comparison(nan, nan, nan, None, None, None, None, None, None, None, None, None, None)
+    rc, vc = _ratio_of_means(arms[0], arms[1])
+    rt, vt = _ratio_of_means(arms[2], arms[3])
+    diff, se = rt - rc, math.sqrt(vc + vt)
+    zcrit = float(stats.norm.ppf(1 - alpha / 2))
+    rel = rt / rc - 1 if rc > 0 else None
+    se_log = math.sqrt(vc / rc**2 + vt / rt**2) if min(rc, rt) > 0 else None
+    rel_low, rel_high = _log_ratio_interval(rt / rc if rc > 0 else 0.0, se_log, zcrit)
+    if se == 0:
+        p = 1.0 if diff == 0 else None
+        return Comparison(
+            rc, rt, diff, None, None, rel, rel_low, rel_high, None, se_log, None, None, p
+        )
+    z = diff / se
+    return Comparison(
+        rc, rt, diff, diff - zcrit * se, diff + zcrit * se, rel, rel_low, rel_high, se, se_log,
+        z, None, float(2 * stats.norm.sf(abs(z))),
+    )  # fmt: skip
+
+
 def sequential_halfwidth(
     se: float | np.ndarray,
     n_total: int | np.ndarray,

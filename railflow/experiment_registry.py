@@ -32,8 +32,10 @@ METRICS: dict[str, str] = {
     "bookings_per_user": "bookings from searches in the outcome window per user",
     "searches_per_user": "searches in the outcome window per user",
     "refund_per_user": "refunds inside the outcome window per user, EUR (lower is better)",
+    "refund_rate": "refunds inside the outcome window per euro sold (gross − discount), a ratio "
+    "of sums per arm (lower is better)",
 }
-LOWER_IS_BETTER = frozenset({"refund_per_user"})
+LOWER_IS_BETTER = frozenset({"refund_per_user", "refund_rate"})
 # Triggers the generator knows how to plant and the marts how to find: the exposure happens at
 # the first search the trigger fires on (docs/experiments.md).
 TRIGGERS = frozenset({"medium_intent_search"})

@@ -92,6 +92,11 @@ def test_discount_intervals_cover_the_planted_lifts(
     assert revenue["rel_ci_low"] <= rel <= revenue["rel_ci_high"]
     # CUPED on predictive covariates reduces the variance of the revenue difference
     assert revenue["cuped"]["variance_reduction"] > 0.02
+    # refunds are a share of the fare paid, drawn alike in both arms: the guardrail's rate
+    # (refunds per euro sold) covers no difference, so it does not block the planted win
+    refund_rate = doc["metrics"]["refund_rate"]
+    assert refund_rate["role"] == "guardrail" and not refund_rate["guardrail_broken"]
+    assert refund_rate["abs_ci_low"] <= 0 <= refund_rate["abs_ci_high"]
 
 
 def test_search_level_effect_covers_the_planted_effect(

@@ -222,7 +222,7 @@ DESIGN = Experiment(
     planned_users_per_arm=None,
     primary_metric="conversion",
     secondary_metrics=("revenue_per_user", "bookings_per_user"),
-    guardrail_metrics=("refund_per_user",),
+    guardrail_metrics=("refund_rate",),
     exposure_trigger=None,
 )
 PAST_END = {"is_past_planned_duration": True, "data_end_at": None, "planned_end_at": None}
@@ -241,6 +241,11 @@ def outcomes(
             "searches": [1 + int(r[2]) for r in rows],
             "revenue_eur": [r[3] for r in rows],
             "refund_eur": refunds or [0.0 for _ in rows],
+            # revenue is net of refunds: gross = net + refund (no discount here)
+            "gross_revenue_eur": [
+                r[3] + f for r, f in zip(rows, refunds or [0.0] * len(rows), strict=True)
+            ],
+            "discount_eur": [0.0 for _ in rows],
             "pre_exposure_searches": [i % 3 for i in range(len(rows))],
             "pre_exposure_bookings": [0 for _ in rows],
             "pre_exposure_revenue_eur": [0.0 for _ in rows],
@@ -282,10 +287,50 @@ def test_primary_metric_decides_unadjusted_and_holm_covers_secondary_only() -> N
 
 def test_a_broken_guardrail_blocks_a_ship() -> None:
     rows = _arms(2000, 400, 520)
-    refunds = [0.0] * 2000 + [5.0 if i < 600 else 0.0 for i in range(2000)]
+    # treatment refunds 5 EUR on 400 of its 520 sales, control refunds nothing
+    refunds = [0.0] * 2000 + [5.0 if i < 400 else 0.0 for i in range(2000)]
     doc = readout("x", outcomes(rows, refunds), design=DESIGN, status=PAST_END)
-    assert doc["metrics"]["refund_per_user"]["guardrail_broken"]
-    assert doc["decision"] == "don't ship" and "refund_per_user" in doc["decision_reason"]
+    assert doc["metrics"]["refund_rate"]["guardrail_broken"]
+    assert doc["decision"] == "don't ship" and "refund_rate" in doc["decision_reason"]
+
+
+def test_a_treatment_that_sells_more_is_not_blamed_for_refunding_in_proportion() -> None:
+    # both arms refund one sale in four; treatment sells 30% more, so it refunds more per
+    # user (refund_per_user is worse) while the refund rate, refunds per euro sold, is equal
+    rows = _arms(2000, 400, 520)
+    refunds = [5.0 if i < conv and i % 4 == 0 else 0.0 for conv in (400, 520) for i in range(2000)]
+    doc = readout("x", outcomes(rows, refunds), design=DESIGN, status=PAST_END)
+    rate = doc["metrics"]["refund_rate"]
+    assert rate["control_value"] == pytest.approx(rate["treatment_value"])
+    assert rate["abs_ci_low"] < 0 < rate["abs_ci_high"] and not rate["guardrail_broken"]
+    assert rate["cuped"] is None
+    assert doc["decision"] == "ship"
+    validate_readout(doc)
+
+
+def test_ratio_metric_is_welch_with_unit_denominators_and_covers_the_true_ratio() -> None:
+    rng = np.random.default_rng(7)
+    num_c, num_t = rng.gamma(2.0, 3.0, 500), rng.gamma(2.0, 3.5, 400)
+    ones_c, ones_t = np.ones(500), np.ones(400)
+    ratio = stats.ratio_ztest(num_c, ones_c, num_t, ones_t)
+    welch = stats.welch_ttest(num_c, num_t)
+    # with every denominator 1 the ratio of sums is the mean and the delta method its SE
+    assert ratio.abs_lift == pytest.approx(welch.abs_lift)
+    assert ratio.se == pytest.approx(welch.se, rel=1e-9)
+    assert ratio.se_log_ratio == pytest.approx(welch.se_log_ratio, rel=1e-9)
+    # refunds per euro sold: bookings ~ Poisson, 10 EUR each, each refunded with prob. 0.1
+    # in both arms; the 95% interval of the difference covers 0 in about 95% of worlds
+    covered, rel_covered, runs = 0, 0, 1000
+    for _ in range(runs):
+        sold = [rng.poisson(0.4, 1500) * 10.0 for _ in range(2)]
+        refunded = [rng.binomial((s / 10).astype(int), 0.1) * 10.0 for s in sold]
+        r = stats.ratio_ztest(refunded[0], sold[0], refunded[1], sold[1])
+        covered += r.abs_ci_low < 0 < r.abs_ci_high
+        rel_covered += r.rel_ci_low < 0 < r.rel_ci_high
+    assert 0.93 <= covered / runs <= 0.97 and 0.93 <= rel_covered / runs <= 0.97
+    # an arm that sold nothing has no ratio: an empty comparison, no p-value, no NaN in JSON
+    empty = stats.ratio_ztest(np.zeros(10), np.zeros(10), np.ones(10), np.ones(10))
+    assert empty.p_value is None and empty.as_dict()["control_value"] is None
 
 
 def test_bad_inputs_give_messages_not_nan() -> None:
