@@ -17,7 +17,8 @@ def bars(category: str, value: str, title: str, fmt: str, order: list[str] | str
     return {
         "mark": {"type": "bar", "tooltip": True},
         "encoding": {
-            "y": {"field": category, "type": "nominal", "sort": order, "title": None},
+            "y": {"field": category, "type": "nominal", "sort": order, "title": None,
+                  "axis": {"labelLimit": 260}},
             "x": {"field": value, "type": "quantitative", "title": title,
                   "axis": {"format": fmt}},
         },
@@ -105,6 +106,10 @@ def page() -> None:
         )
         .sort("order")
     )  # fmt: skip
+    st.caption(
+        "Every real user the churn model scores (not only buyers): the probability of no "
+        "activity in the next period, banded low, medium and high."
+    )
     c1, c2, c3 = st.columns(3)
     c1.metric("Users scored", f"{churn.height:,}")
     c2.metric("High churn risk", f"{churn.filter(pl.col('churn_band') == 'high').height:,}")

@@ -7,7 +7,7 @@ in order by `page`: a new section is a new function and one line in `page`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -37,6 +37,21 @@ def stamp(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def age(value: Any) -> str:
+    """How long ago, for a metric ("12 min ago"); the full time goes in its help."""
+    if value is None:
+        return "never"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    seconds = max((datetime.now(UTC) - value).total_seconds(), 0)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f} {unit} ago"
+    return "just now"
+
+
 def build_results(sub: str) -> dict[str, Any] | None:
     return data.run_results(sub)
 
@@ -54,11 +69,12 @@ def freshness() -> None:
     c = st.columns(2 + len(BUILDS))
     c[0].metric("Data through", through.isoformat() if through else "no data",
                 help="The last local day with user activity in the marts.")  # fmt: skip
-    c[1].metric("Last load", stamp(last_load), help="When raw files were last loaded.")
+    c[1].metric("Last load", age(last_load),
+                help=f"Raw files were last loaded at {stamp(last_load)}.")  # fmt: skip
     for col, (name, sub) in zip(c[2:], BUILDS.items(), strict=True):
         results = build_results(sub)
-        col.metric(f"{name} finished", stamp(results["metadata"]["generated_at"]) if results
-                   else "never")  # fmt: skip
+        at = results["metadata"]["generated_at"] if results else None
+        col.metric(name.split(" (")[0], age(at), help=f"Finished at {stamp(at)}.")
 
 
 def dbt_builds() -> None:

@@ -26,7 +26,12 @@ METRIC_NAMES = {
     "refund_per_user": "Refunds per user",
 }
 LOWER_IS_BETTER = {"refund_per_user"}  # as railflow/experiment_registry.LOWER_IS_BETTER
-DECISION_ICON = {"ship": "✅", "don't ship": "⛔", "inconclusive": "⏳", "invalid: SRM": "⚠️"}
+DECISION_NAMES = {
+    "ship": "Ship",
+    "don't ship": "Don't ship",
+    "inconclusive": "Inconclusive",
+    "invalid: SRM": "Invalid (SRM)",
+}
 
 LIFT_CHART = {
     "layer": [
@@ -34,7 +39,8 @@ LIFT_CHART = {
         {
             "mark": {"type": "errorbar", "ticks": True, "thickness": 2},
             "encoding": {
-                "y": {"field": "Metric", "type": "nominal", "sort": None, "title": None},
+                "y": {"field": "Metric", "type": "nominal", "sort": None, "title": None,
+                      "axis": {"labelLimit": 300}},
                 "x": {"field": "low", "type": "quantitative", "title": "relative lift (95% CI)",
                       "axis": {"format": "+.0%"}},
                 "x2": {"field": "high"},
@@ -145,7 +151,7 @@ def experiment(doc: dict[str, Any]) -> None:
     st.markdown(f"**Hypothesis:** {doc['hypothesis']}  \n**Owner:** {doc.get('owner', 'n/a')}")
     c = st.columns(4)
     c[0].metric("Status", status(doc).split(" (")[0], help=status(doc))
-    c[1].metric("Decision", f"{DECISION_ICON.get(doc['decision'], '')} {doc['decision']}")
+    c[1].metric("Decision", DECISION_NAMES.get(doc["decision"], doc["decision"]))
     c[2].metric("First exposure", day(doc["first_exposed_at"]))
     c[3].metric("Planned end", day(doc.get("planned_end_at")))
     st.markdown(f"**Why:** {doc['decision_reason']}")
@@ -158,9 +164,14 @@ def experiment(doc: dict[str, Any]) -> None:
         f"{day(doc.get('data_end_at'))}; readout generated {day(doc['generated_at'])}."
     )
     table, lifts = results(doc)
-    st.dataframe(table.to_pandas(), hide_index=True, width="stretch")
+    st.dataframe(
+        table.to_pandas(), hide_index=True, width="stretch",
+        column_config={"Users": st.column_config.NumberColumn(format="localized")},
+    )  # fmt: skip
     if lifts.height:
-        st.vega_lite_chart(lifts.to_pandas(), LIFT_CHART, width="stretch")
+        st.vega_lite_chart(
+            lifts.to_pandas(), LIFT_CHART, width="stretch", height=40 * lifts.height + 40
+        )
     if effect := doc.get("search_level_effect"):
         st.caption(
             f"Effect on one search (the trigger search, for pricing): "
@@ -196,16 +207,19 @@ def page() -> None:
             {
                 "Experiment": d["experiment_id"],
                 "Status": status(d),
-                "Decision": f"{DECISION_ICON.get(d['decision'], '')} {d['decision']}",
+                "Decision": DECISION_NAMES.get(d["decision"], d["decision"]),
                 "Users": d["variants"]["control"]["users"] + d["variants"]["treatment"]["users"],
                 "First exposure": day(d["first_exposed_at"]),
                 "Planned end": day(d.get("planned_end_at")),
-                "SRM": "⚠️ flagged" if d["srm"]["flagged"] else "ok",
+                "Sample ratio": "MISMATCH" if d["srm"]["flagged"] else "ok",
             }
             for d in docs
         ]
     )
-    st.dataframe(overview.to_pandas(), hide_index=True, width="stretch")
+    st.dataframe(
+        overview.to_pandas(), hide_index=True, width="stretch",
+        column_config={"Users": st.column_config.NumberColumn(format="localized")},
+    )  # fmt: skip
     for tab, doc in zip(st.tabs([d["experiment_id"] for d in docs]), docs, strict=True):
         with tab:
             experiment(doc)

@@ -23,7 +23,12 @@ FUNNEL_CHART = {
     "encoding": {
         "y": {"field": "Step", "type": "nominal", "sort": None, "title": None},
         "x": {"field": "Users (day-sum)", "type": "quantitative"},
-        "color": {"field": "Platform", "type": "nominal", "legend": {"orient": "bottom"}},
+        "color": {
+            "field": "Platform",
+            "type": "nominal",
+            "scale": {"domain": list(data.PLATFORMS.values())},
+            "legend": {"orient": "bottom"},
+        },
         "yOffset": {"field": "Platform", "sort": None},
     },
 }
@@ -82,7 +87,7 @@ def page() -> None:
             row["Step"], f"{row['Users (day-sum)']:,}",
             delta=None if row["Step conversion"] is None
             else f"{row['Step conversion']:.1%} of the step before",
-            delta_color="off",
+            delta_color="off", delta_arrow="off",
         )  # fmt: skip
     st.subheader("Users at each step, by platform")
     st.vega_lite_chart(table.to_pandas(), FUNNEL_CHART, width="stretch")
@@ -90,6 +95,8 @@ def page() -> None:
     st.dataframe(
         table.to_pandas(),
         hide_index=True,
+        width="stretch",
+        height=35 * (table.height + 1) + 3,
         column_config={
             "Users (day-sum)": st.column_config.NumberColumn(format="localized"),
             "Of searchers": st.column_config.NumberColumn(format="percent"),

@@ -40,7 +40,8 @@ def lead_time_chart(lead: int, band: tuple[float, float]) -> dict:
     return {
         "layer": [
             {
-                "mark": {"type": "rect", "opacity": 0.15, "color": "#2ca02c"},
+                "mark": {"type": "rect", "opacity": 0.12, "fillOpacity": 0.12,
+                         "color": "#2ca02c"},
                 "encoding": {"y": {"datum": lo}, "y2": {"datum": hi}},
             },
             {
@@ -308,6 +309,7 @@ def page() -> None:
     f.metric(
         "Uplift in booking probability", data.pct(uplift, signed=True),
         delta=f"break-even {data.pct(break_even, signed=True)}", delta_color="off",
+        delta_arrow="off",
         help="The discount pays when the uplift beats the break-even uplift, "
         "discount / (1 − discount).",
     )  # fmt: skip

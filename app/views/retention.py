@@ -10,6 +10,8 @@ import app_data as data
 
 st.title("Retention cohorts")
 
+MAX_LABELLED_CELLS = 500  # more cells than this: colour only, the rate in the tooltip
+
 HEATMAP = {
     "layer": [
         {
@@ -75,10 +77,15 @@ def page() -> None:
         st.info("No retention data yet: run `make run`.")
         return
     first, last = retention["cohort_week"].min(), retention["cohort_week"].max()
+    # by default the cohorts whose whole life is observed: users who signed up before the data
+    # starts (left-censored cohorts) would fill the chart with rows of unobserved early weeks
+    observed = retention.filter(~pl.col("is_left_censored"))["cohort_week"].min() or first
     left, right = st.columns(2)
     with left:
         period = st.date_input(
-            "Cohort weeks between", value=(first, last), min_value=first, max_value=last,
+            "Cohort weeks between", value=(observed, last), min_value=first, max_value=last,
+            help="Defaults to the cohorts that signed up after the data starts; widen it to "
+            "see the left-censored ones.",
             key="cohort_period",
         )  # fmt: skip
     with right:
@@ -103,7 +110,8 @@ def page() -> None:
         rows = week[w]
         rate = rows["Active users"].sum() / rows["Cohort users"].sum() if rows.height else None
         col.metric(f"Week-{w} retention (complete cohorts)", data.pct(rate))
-    st.vega_lite_chart(shown.to_pandas(), HEATMAP, width="stretch", height=520)
+    spec = HEATMAP if shown.height <= MAX_LABELLED_CELLS else {"layer": HEATMAP["layer"][:1]}
+    st.vega_lite_chart(shown.to_pandas(), spec, width="stretch", height=520)
     st.caption(
         "Faded cells marked * are censored: a partial week runs past the last observed day "
         "(its users are still counting), and a left-censored cohort signed up before the data "

@@ -21,7 +21,8 @@ def bar_chart(value: str, title: str, fmt: str) -> dict:
     return {
         "mark": {"type": "bar", "tooltip": True},
         "encoding": {
-            "y": {"field": "Route", "type": "nominal", "sort": "-x", "title": None},
+            "y": {"field": "Route", "type": "nominal", "sort": "-x", "title": None,
+                  "axis": {"labelLimit": 260}},
             "x": {"field": value, "type": "quantitative", "title": title,
                   "axis": {"format": fmt}},
         },
