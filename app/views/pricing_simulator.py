@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import streamlit as st
+from threadpoolctl import ThreadpoolController
 
 import app_data as data
 from ml import propensity, scoring
@@ -94,6 +95,11 @@ WATERFALL_CHART = {
 def scorer(folder: str, card_stamp: int) -> scoring.Scorer:
     """The shared scorer (model, explainer, reference data), reloaded when the card changes."""
     return scoring.Scorer(Path(folder))
+
+
+@st.cache_resource(show_spinner=False)
+def threadpools() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 @st.cache_data(show_spinner=False)
@@ -216,7 +222,10 @@ def page() -> None:
             help="Empty: the fare rule's quote for this search. A typed price is kept while "
             "the other inputs change, until you reset it.",
         )  # fmt: skip
-        st.button("Reset to the fare rule", on_click=reset_price, disabled=price_typed is None)
+        st.button(
+            "Reset to the fare rule", on_click=reset_price, disabled=price_typed is None,
+            key="reset_price",
+        )  # fmt: skip
 
     with st.expander("Traveller history and the discount's effect"):
         h1, h2, h3, h4 = st.columns(4)
@@ -281,8 +290,11 @@ def page() -> None:
     effect = scoring.at_rate(
         scoring.DiscountEffect(base_effect.discount_rate, effect_shift, base_effect.source), rate
     )
-    the_search = shared.score(features.head(1), effect=effect, band=band)
-    curve = propensity.predict(shared.model, features.slice(1))
+    # One thread: the gradient-boosting model scores ~90 rows, for which OpenMP's thread
+    # start-up and spin-waiting cost more than the work (seconds on a busy 2-core machine).
+    with threadpools().limit(limits=1, user_api="openmp"):
+        the_search = shared.score(features.head(1), effect=effect, band=band)
+        curve = propensity.predict(shared.model, features.slice(1))
     p = float(the_search.probability[0])
     price = float(the_search.price_eur[0])
     decision = the_search.decisions
