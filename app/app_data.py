@@ -91,6 +91,57 @@ def model_cards() -> dict[str, dict[str, Any]]:
     return cards
 
 
-def run_results() -> dict[str, Any] | None:
-    path: Path = settings().dbt_target_path / "run_results.json"
+def run_results(sub: str = "") -> dict[str, Any] | None:
+    """A dbt build's run_results.json: the main build's, or a sub-folder's ("sync")."""
+    path: Path = settings().dbt_target_path / sub / "run_results.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+# --- formatting shared by every page -------------------------------------------------------
+
+COUNTRIES = {
+    "AT": "Austria", "BE": "Belgium", "CH": "Switzerland", "CZ": "Czechia", "DE": "Germany",
+    "DK": "Denmark", "ES": "Spain", "FR": "France", "GB": "United Kingdom", "HU": "Hungary",
+    "IT": "Italy", "LU": "Luxembourg", "NL": "Netherlands", "PL": "Poland", "PT": "Portugal",
+}  # fmt: skip
+PLATFORMS = {"all": "All platforms", "web": "Web", "ios": "iOS", "android": "Android"}
+REAL_USERS = "real users (bots and internal test accounts excluded)"
+
+
+def country(code: str | None) -> str:
+    return COUNTRIES.get(code or "", code or "unknown")
+
+
+def eur(x: float | None, decimals: int = 2) -> str:
+    if x is None:
+        return "n/a"
+    sign = "-" if x < 0 else ""
+    return f"{sign}€{abs(x):,.{decimals}f}"
+
+
+def signed_eur(x: float, decimals: int = 2) -> str:
+    """A delta Streamlit colours right: "-€0.04" is a fall, "+€0.04" a rise."""
+    return ("+" if x > 0 else "") + eur(x, decimals) if round(x, decimals) != 0 else eur(0.0)
+
+
+def pct(x: float | None, decimals: int = 1, signed: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:+.{decimals}%}" if signed else f"{x:.{decimals}%}"
+
+
+def data_through() -> Any:
+    """The last local day with activity in the warehouse (not the load time)."""
+    s = settings()
+    found = query(
+        str(s.duckdb_path),
+        f"select max(activity_date) as d from {layer_table('marts', 'product_active_users')}",
+    )
+    return found["d"][0]
+
+
+def about(population: str, extra: str = "") -> None:
+    """The caption every page carries: who is counted and how fresh the data is."""
+    through = data_through()
+    shown = through.isoformat() if through is not None else "no data yet"
+    st.caption(f"**Population:** {population}. **Data through** {shown} (local dates). {extra}")

@@ -12,6 +12,7 @@ scoring.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -61,6 +62,44 @@ DEFAULT_DISCOUNT_BAND = propensity.INTENT_BANDS
 def discount_effect() -> DiscountEffect:
     """The discount effect decisions use by default."""
     return ASSUMED_DISCOUNT_EFFECT
+
+
+DISCOUNT_EXPERIMENT = "medium_intent_discount"  # seeds/experiment_registry.csv
+
+
+def estimated_discount_effect(reports_dir: Path) -> DiscountEffect | None:
+    """The search-level effect the discount experiment's readout estimates (docs/experiments.md:
+    the search that fired the medium-intent trigger, treated vs control), or None when there is
+    no readout or no estimate yet. Its rate is the experiment's (5%); `at_rate` rescales it."""
+    path = reports_dir / "experiments" / f"{DISCOUNT_EXPERIMENT}.json"
+    if not path.exists():
+        return None
+    effect = json.loads(path.read_text()).get("search_level_effect") or {}
+    shift = effect.get("log_odds_ratio")
+    if shift is None:
+        return None
+    low, high = effect.get("log_odds_ci_low"), effect.get("log_odds_ci_high")
+    searches = effect.get("searches_control", 0) + effect.get("searches_treatment", 0)
+    interval = f" [95% CI {low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
+    return DiscountEffect(
+        discount_rate=ASSUMED_DISCOUNT_EFFECT.discount_rate,
+        logit_shift=float(shift),
+        source=f"the {DISCOUNT_EXPERIMENT} readout: {shift:+.2f} log-odds{interval} on "
+        f"medium-intent searches ({searches:,} trigger searches)",
+    )
+
+
+def at_rate(effect: DiscountEffect, rate: float) -> DiscountEffect:
+    """The effect of another discount rate, assuming the log-odds shift grows in proportion to
+    the rate (only the experiment's rate was measured; 0% shifts nothing)."""
+    scale = rate / effect.discount_rate if effect.discount_rate else 0.0
+    return DiscountEffect(rate, effect.logit_shift * scale, effect.source)
+
+
+def break_even_uplift(rate: float) -> float:
+    """The relative rise in booking probability at which a discount of `rate` pays for itself:
+    p_with x price x (1 - rate) = p x price, so p_with / p - 1 = rate / (1 - rate)."""
+    return rate / (1.0 - rate) if rate < 1 else float("inf")
 
 
 @dataclass
