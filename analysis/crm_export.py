@@ -40,7 +40,11 @@ from railflow.settings import REPO_ROOT, Settings, get_settings
 from railflow.stage import StageResult
 from railflow.warehouse import Warehouse, connect
 
-MARTS = ("sync_crm__high_churn_risk_users", "sync_crm__high_intent_users")
+MARTS = (
+    "sync_crm__high_churn_risk_users",
+    "sync_crm__high_intent_users",
+    "sync_crm__high_value_users",
+)
 ELIGIBLE = "int_crm_eligible_users"  # consenting real users: the sync layer's one consent rule
 SCHEMAS = REPO_ROOT / "schemas" / "crm"
 BATCH_SIZE = 75
@@ -48,7 +52,7 @@ PARALLEL_FROM = 50_000  # users
 FILES = "files"  # the destination of a run without an endpoint
 RF_ATTRIBUTES = ("rf_segment", "rf_churn_risk", "rf_churn_probability", "rf_propensity_band")
 RF_ATTRIBUTES += ("rf_last_searched_route", "rf_recommended_offer", "rf_audiences")
-AUDIENCES = ("high_churn_risk", "high_intent")  # sorted: a user's churn row comes first
+AUDIENCES = ("high_churn_risk", "high_intent", "high_value")  # sorted: churn first
 EVENT_NAME = "rf_high_intent_signal"
 COUNTS = ["created", "updated", "unchanged", "removed", "unsubscribed", "invalid", "held"]
 COUNTS += ["sent", "events", "resent"]
@@ -100,7 +104,7 @@ def user_objects(audiences: pl.DataFrame) -> list[tuple[dict[str, Any], dict[str
             pl.col("last_searched_route").first().alias("rf_last_searched_route"),
             pl.col("recommended_offer").first().alias("rf_recommended_offer"),
             pl.col("audience").unique(maintain_order=True).str.join(",").alias("rf_audiences"),
-            (pl.col("audience").last() == "high_intent").alias("has_event"),
+            (pl.col("audience") == "high_intent").any().alias("has_event"),
             at.last().dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").alias("time"),
             pl.col("last_searched_route").last().alias("route"),
             pl.col("propensity_band").last().alias("propensity_band"),

@@ -68,13 +68,17 @@ def _markdown(card: dict[str, Any]) -> str:
     for key in keys:
         if key in card:
             lines.append(f"- **{key}**: {card[key]}")
-    sections = ("metrics", "oracle", "permutation_importance", "shap_importance", "drift_psi",
-                "notes")  # fmt: skip
+    sections = ("metrics", "baseline", "oracle", "calibration_by_decile",
+                "permutation_importance", "shap_importance", "drift_psi", "notes")  # fmt: skip
     for section in sections:
         if card.get(section):
             lines += ["", f"## {section.replace('_', ' ')}", ""]
             value = card[section]
-            if isinstance(value, dict):
+            if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+                header = list(value[0])
+                lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                lines += ["| " + " | ".join(str(v.get(h)) for h in header) + " |" for v in value]
+            elif isinstance(value, dict):
                 lines += ["| name | value |", "|---|---|"]
                 lines += [f"| {k} | {v} |" for k, v in value.items()]
             else:

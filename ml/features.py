@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 import pandas as pd
 import polars as pl
@@ -18,6 +22,7 @@ MARTS = {
     "ml_booking_propensity_features": ("search_date", "search_id"),
     "ml_churn_features": ("user_id", "cutoff_date"),
     "ml_rfm_features": ("user_id",),
+    "ml_ltv_features": ("user_id", "cutoff_date"),
 }
 
 
@@ -59,3 +64,29 @@ def read_truth(settings: Settings, name: str) -> pl.DataFrame | None:
     """Ground truth written by the generator (for oracle metrics); None when absent."""
     path = settings.truth_dir / f"{name}.parquet"
     return pl.read_parquet(path) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class GeneratorTruth:
+    """What the generator planted that the oracles need (data/truth/, never in the warehouse)."""
+
+    activity: pl.DataFrame  # one row per user-day from signup: is_active, session_rate, sessions
+    users: pl.DataFrame  # persona, signup_at, churn and reactivation times
+    searches: pl.DataFrame  # each search's true booking probability and price
+    planted: dict[str, Any]  # params.json's "planted" (scripts/world.py PARAMS)
+    start_date: date  # the world's first day
+
+
+def read_generator_truth(settings: Settings) -> GeneratorTruth | None:
+    """The generator's truth for the oracles; None when any part is absent (e.g. a warehouse
+    loaded from files someone else generated)."""
+    params_path = settings.truth_dir / "params.json"
+    parts = {name: read_truth(settings, name) for name in ("activity", "users", "searches")}
+    if not params_path.exists() or any(part is None for part in parts.values()):
+        return None
+    params = json.loads(params_path.read_text())
+    return GeneratorTruth(
+        **parts,  # type: ignore[arg-type]
+        planted=params["planted"],
+        start_date=date.fromisoformat(params["generator"]["start_date"]),
+    )

@@ -1,4 +1,4 @@
-"""The ml stage: train and evaluate the three models, save artifacts, write scores back."""
+"""The ml stage: train and evaluate the four models, save artifacts, write scores back."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ml import churn, propensity, segmentation
+from ml import churn, ltv, propensity, segmentation
 from ml.artifacts import ArtifactError, data_fingerprint, model_version, save_model
 from ml.evaluate import population_stability_index
-from ml.features import read_mart, read_truth
+from ml.features import read_generator_truth, read_mart, read_truth
 from railflow.settings import Settings
 from railflow.stage import StageResult
 from railflow.warehouse import connect
@@ -25,6 +25,7 @@ def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
         searches = read_mart(wh, "ml_booking_propensity_features")
         churn_rows = read_mart(wh, "ml_churn_features")
         rfm = read_mart(wh, "ml_rfm_features")
+        ltv_rows = read_mart(wh, "ml_ltv_features")
     # churn needs the most history: a world too short for it fails before any model trains
     churn.require_labelled_cutoffs(churn_rows, settings.start_date, settings.days)
     root = settings.artifacts_dir
@@ -53,7 +54,7 @@ def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
         },
     )
     model, info = churn.fit(
-        churn_rows, read_truth(settings, "users"), settings.start_date, settings.days
+        churn_rows, read_generator_truth(settings), settings.start_date, settings.days
     )
     cards["churn"] = save_model(
         model,
@@ -64,6 +65,20 @@ def train_all(settings: Settings) -> dict[str, dict[str, Any]]:
             "description": f"P(no activity in the next {churn.HORIZON_DAYS} days), calibrated.",
             "features": churn.FEATURES,
             "data_fingerprint": data_fingerprint(churn_rows),
+            **info,
+        },
+    )
+    model, info = ltv.fit(ltv_rows, read_generator_truth(settings))
+    cards["ltv"] = save_model(
+        model,
+        root / ltv.MODEL_NAME,
+        {
+            "model_name": ltv.MODEL_NAME,
+            "model_version": model_version(ltv.MODEL_NAME, ltv_rows, ltv),
+            "description": f"Expected net revenue (EUR) in the next {ltv.HORIZON_DAYS} days "
+            "per user, from the latest weekly cutoff.",
+            "features": ltv.FEATURES,
+            "data_fingerprint": data_fingerprint(ltv_rows),
             **info,
         },
     )
@@ -120,10 +135,12 @@ def score_all(settings: Settings) -> dict[str, int]:
     p_model, p_card = load_model(root / propensity.MODEL_NAME)
     s_model, s_card = load_model(root / segmentation.MODEL_NAME)
     c_model, c_card = load_model(root / churn.MODEL_NAME)
+    l_model, l_card = load_model(root / ltv.MODEL_NAME)
     with connect(settings) as wh:
         searches = read_mart(wh, "ml_booking_propensity_features")
         churn_rows = read_mart(wh, "ml_churn_features")
         rfm = read_mart(wh, "ml_rfm_features")
+        ltv_rows = read_mart(wh, "ml_ltv_features")
     stamp = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
 
     p = propensity.predict(p_model, searches)
@@ -139,6 +156,9 @@ def score_all(settings: Settings) -> dict[str, int]:
     churn_scores = churn.score_latest(c_model, churn_rows).with_columns(
         model_version=pl.lit(c_card["model_version"]), scored_at=stamp
     )
+    ltv_scores = ltv.score_latest(l_model, ltv_rows).with_columns(
+        model_version=pl.lit(l_card["model_version"]), scored_at=stamp
+    )
     recent = searches["search_date"].max() - timedelta(days=DRIFT_WINDOW_DAYS - 1)
     latest_cutoff = churn_rows.filter(pl.col("cutoff_date") == churn_rows["cutoff_date"].max())
     drift = pl.DataFrame(
@@ -152,11 +172,13 @@ def score_all(settings: Settings) -> dict[str, int]:
         wh.write(search_scores, "ml", "search_propensity_scores")
         wh.write(segments, "ml", "user_segments")
         wh.write(churn_scores, "ml", "churn_scores")
+        wh.write(ltv_scores, "ml", "user_ltv_scores")
         wh.write(drift, "ml", "feature_drift")
     return {
         "search_propensity_scores": search_scores.height,
         "user_segments": segments.height,
         "churn_scores": churn_scores.height,
+        "user_ltv_scores": ltv_scores.height,
     }
 
 
@@ -171,7 +193,12 @@ def stage(settings: Settings) -> StageResult:
         f"ECE {p['metrics']['ece']:.3f}",
         "top feature": next(iter(p["permutation_importance"])),
         "churn": f"AUC {cards['churn']['metrics']['auc']:.3f} vs oracle "
-        f"{cards['churn']['oracle'].get('auc', float('nan')):.3f}",
+        f"{cards['churn']['oracle'].get('auc', float('nan')):.3f} (ratio "
+        f"{cards['churn']['oracle'].get('auc_ratio', float('nan')):.3f})",
+        "ltv": f"MAE {cards['ltv']['metrics']['mae']:.2f} EUR (naive "
+        f"{cards['ltv']['baseline']['naive_mae']:.2f}); vs the planted expectation: MAE "
+        f"{cards['ltv']['oracle'].get('mae_vs_expected_eur', float('nan')):.2f}, Spearman "
+        f"{cards['ltv']['oracle'].get('spearman_vs_expected', float('nan')):.3f}",
         "rfm": f"k={cards['segmentation']['k']}, ARI across seeds "
         f"{cards['segmentation']['stability_ari_across_seeds']:.2f}",
     }

@@ -75,11 +75,17 @@ def dbt_build_stage(settings: Settings) -> StageResult:
 
 
 # What the sync models read (the dbt source `ml`, models/marts/sync/_ml__sources.yml)
-ML_SCORE_TABLES = ("search_propensity_scores", "churn_scores", "user_segments")
+ML_SCORE_TABLES = ("search_propensity_scores", "churn_scores", "user_segments", "user_ltv_scores")
+
+
+# Core marts that read ML scores when they exist, rebuilt by dbt_sync once they do
+SCORED_CORE_MODELS = ("dim_users",)
 
 
 def dbt_sync_stage(settings: Settings) -> StageResult:
-    """Models that read the ML scores (tag:post_scoring), built after scoring.
+    """Models that read the ML scores (tag:post_scoring), built after scoring, and dim_users
+    again so it carries this run's LTV scores (it reads them when they exist: a ref would be a
+    cycle, since the ml feature marts read dim_users).
 
     Its artifacts go to <target>/sync, so target/run_results.json stays the main build's (the
     app's data health page shows it).
@@ -92,7 +98,8 @@ def dbt_sync_stage(settings: Settings) -> StageResult:
             "python -m railflow.pipeline --from ml"
         )
     target = settings.dbt_target_path / "sync"
-    run_dbt(settings, ["build", "--select", "tag:post_scoring", "--target-path", str(target)])
+    select = ["tag:post_scoring", *SCORED_CORE_MODELS]
+    run_dbt(settings, ["build", "--select", *select, "--target-path", str(target)])
     return StageResult(outputs=[f"{settings.duckdb_path} (sync)", str(target)])
 
 

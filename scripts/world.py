@@ -42,6 +42,9 @@ PARAMS: dict[str, object] = {
     "annual_amplitude": 0.15,  # sessions peak in July
     "mean_lifetime_days": [240, 160, 100, 130, 110],
     "reactivation_share": 0.2,
+    # a reactivation starts this long (exponential mean) after churn and lasts this long
+    "reactivation_gap_mean_days": 30,
+    "reactivation_mean_days": 40,
     "lead_time_lognormal": [[0.4, 0.8], [1.6, 0.7], [3.2, 0.7], [2.3, 0.8], [3.5, 0.6]],
     "favourite_route_share": [0.85, 0.5, 0.3, 0.4, 0.3],
     "first_class_share": [0.08, 0.35, 0.05, 0.02, 0.05],
@@ -226,6 +229,7 @@ class World:
         exposures = self._exposures(rng, users, sessions, searches)
         searches = self._outcomes(rng, users, searches, exposures)
         events, truth_extra = self._events(rng, k, users, sessions, searches, exposures)
+        truth_extra["activity"] = self._activity_truth(users)
         for name, frame in truth_extra.items():
             ready("truth", name, frame)
         raw_users, clear = self._user_table(rng, users, sessions, events)
@@ -260,8 +264,10 @@ class World:
         lifetime = rng.exponential(np.array(p["mean_lifetime_days"])[persona])
         churn_day = signup_day + lifetime
         react = rng.random(n) < p["reactivation_share"]
-        react_start = np.where(react, churn_day + rng.exponential(30, size=n), np.inf)
-        react_end = react_start + rng.exponential(40, size=n)
+        react_start = np.where(
+            react, churn_day + rng.exponential(p["reactivation_gap_mean_days"], size=n), np.inf
+        )
+        react_end = react_start + rng.exponential(p["reactivation_mean_days"], size=n)
         pat = p["pathologies"]
         is_bot = rng.random(n) < pat["bot_user_share"]
         is_internal = (~is_bot) & (rng.random(n) < pat["internal_user_share"])
@@ -283,6 +289,13 @@ class World:
                 )
                 .cast(pl.Datetime("us", "UTC"))
                 .zip_with(pl.Series(react), pl.Series([None] * n, dtype=pl.Datetime("us", "UTC"))),
+                # the reactivation is active from reactivated_at until this (exclusive)
+                "reactivation_ended_at": pl.Series(
+                    self.start_us + (np.where(react, react_end, 0) * 86_400 * US).astype(np.int64)
+                )
+                .cast(pl.Datetime("us", "UTC"))
+                .zip_with(pl.Series(react), pl.Series([None] * n, dtype=pl.Datetime("us", "UTC"))),
+                "activity_multiplier": activity,
                 "is_bot": is_bot,
                 "is_internal": is_internal,
                 "user_effect": user_effect,
@@ -330,6 +343,7 @@ class World:
         hol = self.holiday[:, :days][self.station_cidx[u["home"]]]
         hol_factor = np.array(p["holiday_session_factor"])[persona][:, None]
         np.multiply(rate, hol_factor, out=rate, where=hol)
+        u["session_rate"], u["active"] = rate.copy(), active  # for the activity truth
         rate *= active
         # bots: 1-3 sessions a day for 5-20 consecutive days
         bots = np.flatnonzero(u["is_bot"])
@@ -339,6 +353,7 @@ class World:
             rate[b, :] = 0
             rate[b, first : first + length] = 1.0
         counts = rng.poisson(rate)
+        u["sessions"] = counts
         uu, dd = np.nonzero(counts)
         reps = counts[uu, dd]
         s_user = np.repeat(uu, reps)
@@ -521,6 +536,25 @@ class World:
             is_medium_intent=pl.Series(medium),
             is_treated=pl.Series(treated),
             is_booked=pl.Series(booked),
+        )
+
+    def _activity_truth(self, u: dict) -> pl.DataFrame:
+        """One row per user and simulated day from their signup on: whether the user is active
+        (signed up, and before churn_at or inside the reactivation window), the planted session
+        rate they have that day when active (persona rate x activity multiplier x weekday,
+        season and holiday factors: the Poisson mean of their sessions; bots keep the rate of
+        their persona, their sessions follow their own schedule) and the sessions drawn (by
+        planted day; a session in the first local hours lands on the previous UTC day)."""
+        rate, active, sessions = u.pop("session_rate"), u.pop("active"), u.pop("sessions")
+        uu, dd = np.nonzero(np.arange(self.days)[None, :] >= u["signup_day"][:, None])
+        return pl.DataFrame(
+            {
+                "user_id": pl.Series(u["ids"]).gather(uu),
+                "activity_date": np.datetime64(self.start, "D") + dd.astype("timedelta64[D]"),
+                "is_active": active[uu, dd],
+                "session_rate": rate[uu, dd],
+                "sessions": sessions[uu, dd].astype(np.int32),
+            }
         )
 
     # ------------------------------------------------------------------------------------

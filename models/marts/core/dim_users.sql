@@ -1,3 +1,13 @@
+{#- The LTV scores are written by the ml stage, after this model's first build: they are read
+    when the table exists (null columns before the first scoring) and the pipeline's dbt_sync
+    stage rebuilds this model once scoring is done, so after a run dim_users carries the scores
+    of that run. (A dbt ref would be a cycle: the ml feature marts read dim_users.) -#}
+{%- set ltv_scores = adapter.get_relation(
+    database=target.database,
+    schema=layer_schema_name('ml'),
+    identifier='user_ltv_scores',
+) if execute else none %}
+
 with
 
 users as (
@@ -44,6 +54,15 @@ user_bookings as (
 
 ),
 
+{%- if ltv_scores is not none %}
+
+ltv_scores as (
+
+    select * from {{ ltv_scores }}
+
+),
+{%- endif %}
+
 user_activity as (
 
     select
@@ -85,13 +104,23 @@ final as (
             dbt.datediff('cast(users.signed_up_at as date)', 'as_of.as_of_date', 'day'),
             dbt.datediff('user_activity.last_active_date', 'as_of.as_of_date', 'day'),
             'coalesce(user_bookings.lifetime_bookings, 0)'
-        ) }} as lifecycle_stage
+        ) }} as lifecycle_stage,
+        {%- if ltv_scores is not none %}
+        cast(ltv_scores.predicted_net_revenue_90d_eur as {{ type_double() }}) as predicted_net_revenue_90d_eur,
+        cast(ltv_scores.ltv_band as {{ dbt.type_string() }}) as ltv_band
+        {%- else %}
+        cast(null as {{ type_double() }}) as predicted_net_revenue_90d_eur,
+        cast(null as {{ dbt.type_string() }}) as ltv_band
+        {%- endif %}
 
     from classified
     cross join as_of
     left join users on classified.user_id = users.user_id
     left join user_bookings on classified.user_id = user_bookings.user_id
     left join user_activity on classified.user_id = user_activity.user_id
+    {%- if ltv_scores is not none %}
+    left join ltv_scores on classified.user_id = ltv_scores.user_id
+    {%- endif %}
 
 )
 

@@ -7,7 +7,9 @@
     searched recently and have not booked since; a user whose latest search scored medium or
     high intent is `high_intent` (a message about that search, with at most a 5% discount),
     whatever their churn risk; the others above the churn threshold are `high_churn_risk`
-    (the costlier 10% win-back offer). -#}
+    (the costlier 10% win-back offer). Users in neither whose predicted 90-day net revenue is
+    in the top decile (ltv_band 'high') are `high_value` (recognition, no discount): it needs no
+    recent search, since a valuable customer is worth keeping close between trips. -#}
 with
 
 users as (
@@ -44,6 +46,12 @@ churn as (
 segments as (
 
     select * from {{ source('ml', 'user_segments') }}
+
+),
+
+ltv as (
+
+    select * from {{ source('ml', 'user_ltv_scores') }}
 
 ),
 
@@ -92,6 +100,8 @@ eligible as (
         propensity.intent_band,
         churn.churn_probability,
         churn.churn_band,
+        ltv.predicted_net_revenue_90d_eur,
+        ltv.ltv_band,
         coalesce(segments.segment_name, 'No bookings yet') as segment_name
 
     from users
@@ -104,6 +114,7 @@ eligible as (
     left join propensity on latest_search.search_id = propensity.search_id
     left join churn on users.user_id = churn.user_id
     left join segments on users.user_id = segments.user_id
+    left join ltv on users.user_id = ltv.user_id
     where
         not users.is_excluded_traffic
         and consent.has_marketing_consent
@@ -115,9 +126,10 @@ final as (
     select
         *,
         case
-            when not is_recent_unbooked_searcher then null
-            when intent_band in ('medium', 'high') then 'high_intent'
-            when churn_probability > {{ var('crm_churn_threshold') }} then 'high_churn_risk'
+            when is_recent_unbooked_searcher and intent_band in ('medium', 'high') then 'high_intent'
+            when is_recent_unbooked_searcher and churn_probability > {{ var('crm_churn_threshold') }}
+                then 'high_churn_risk'
+            when ltv_band = 'high' then 'high_value'
         end as crm_audience
 
     from eligible
