@@ -1,4 +1,4 @@
-"""Data health: row counts and freshness, the latest dbt build, model cards."""
+"""Data health: row counts and freshness, the latest dbt build, model cards, KPI anomalies."""
 
 from __future__ import annotations
 
@@ -55,6 +55,30 @@ def page() -> None:
         metrics = card.get("metrics", {})
         st.write(f"**{name}** — {card.get('model_version')} — trained {card.get('created_at')}")
         st.json(metrics, expanded=False)
+    anomalies_section()
+
+
+def anomalies_section() -> None:
+    """KPI anomalies found by the anomalies stage (ml.anomalies; docs/anomalies.md)."""
+    st.subheader("Anomalies")
+    if not data.exists("ml", "anomalies"):
+        st.info("No anomaly detection yet: run `make run` (or `railflow anomalies`).")
+        return
+    found = data.table("ml", "anomalies", "order by period_start_at desc, score")
+    critical = found.filter(pl.col("severity") == "critical").height
+    left, right = st.columns(2)
+    left.metric("anomalies", found.height)
+    right.metric("critical anomalies", critical)
+    if found.height == 0:
+        st.success("No KPI anomaly in the monitoring marts.")
+        return
+    st.caption(
+        "One row per run of anomalous hours or days of a KPI, at its peak: observed against "
+        "the seasonal expectation (STL), score in robust standard deviations."
+    )
+    columns = ["severity", "metric", "grain", "platform", "route_id", "period_start_at",
+               "period_end_at", "observed_value", "expected_value", "score"]  # fmt: skip
+    st.dataframe(found.select(columns).to_pandas(), hide_index=True)
 
 
 data.guard(page)
