@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/n
 DBT_PROFILES_DIR ?= $(CURDIR)/.dbt
 export DBT_PROFILES_DIR
 
-.PHONY: help setup run test test-python test-fast lint format app serve bench docs requirements clean distclean
+.PHONY: help setup run test test-python test-fast lint format app serve bench bench-anomalies docs requirements clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ serve: setup ## Start the scoring API on http://127.0.0.1:8000 (OpenAPI docs at 
 
 bench: setup ## Run the benchmarks and rewrite docs/benchmarks.md
 	$(PY) -m benchmarks
+
+bench-anomalies: setup ## Grade anomaly detection on unseen seeds; rewrite docs/anomalies.md
+	$(PY) -m benchmarks.anomalies
 
 docs: setup ## Generate dbt docs (target/index.html)
 	$(PY) -m railflow.dbt docs generate

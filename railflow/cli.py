@@ -54,6 +54,12 @@ def _ml(argv: list[str]) -> None:
     main(argv)
 
 
+def _anomalies(argv: list[str]) -> None:
+    from ml.anomalies import main
+
+    main(argv)
+
+
 def _readouts(argv: list[str]) -> None:
     from analysis.experiments import main
 
@@ -108,6 +114,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "load": (_load, "stage: validate and load raw files into the warehouse"),
     "dbt-build": (_stage("dbt_build"), "stage: dbt seeds, snapshots, models, tests"),
     "ml": (_ml, "stage: train, evaluate and score the models (train | score ...)"),
+    "anomalies": (_anomalies, "stage: KPI anomalies in the monitoring marts -> ml.anomalies"),
     "dbt-sync": (_stage("dbt_sync"), "stage: dbt post-scoring sync models"),
     "readouts": (_readouts, "stage: experiment readouts and decision memos"),
     "export": (_export, "stage: CRM audiences as Braze JSON (diff sync)"),

@@ -1,6 +1,6 @@
 """Run the RailFlow pipeline, stage by stage, in the one direction data flows.
 
-    generate -> load -> dbt_build -> ml -> dbt_sync -> readouts -> export
+    generate -> load -> dbt_build -> ml -> anomalies -> dbt_sync -> readouts -> export
 
 `make run` calls `railflow run` (the same as `python -m railflow.pipeline`). Each stage is a
 function `stage(settings) -> StageResult` (railflow.stage) that this orchestrator imports and
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from analysis import crm_export, experiments
-from ml import churn
+from ml import anomalies, churn
 from ml import pipeline as ml_pipeline
 from railflow.dbt import run_dbt
 from railflow.errors import RailflowError, SettingsError, cli_entrypoint, is_disk_full
@@ -108,6 +108,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("load", "validate and load raw files into the warehouse", load.stage),
     Stage("dbt_build", "dbt seeds, snapshots, models, tests", dbt_build_stage),
     Stage("ml", "train, evaluate and score the models", ml_pipeline.stage),
+    Stage("anomalies", "KPI anomalies in the monitoring marts -> ml.anomalies", anomalies.stage),
     Stage("dbt_sync", "dbt post-scoring sync models", dbt_sync_stage),
     Stage("readouts", "experiment readouts and decision memos", experiments.stage),
     Stage("export", "CRM audiences as Braze JSON (diff sync)", crm_export.stage),

@@ -69,6 +69,8 @@ class Settings:
     days: int = 180
     start_date: date = date(2026, 3, 1)
     seed: int = 42
+    # plant the incidents anomaly detection is graded against (RAILFLOW_INCIDENTS=off: none)
+    incidents: bool = True
     pii_salt: str = field(default=DEV_PII_SALT, repr=False)
     pii_salt_is_set: bool = False  # RAILFLOW_PII_SALT was given (even if to the dev salt)
     bq_project: str | None = None
@@ -234,6 +236,17 @@ def check_production_salt(salt: str) -> None:
     )
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not on or off; set it to on or off")
+
+
 def get_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the environment (or the given mapping) and validate them."""
     env = os.environ if env is None else env
@@ -296,6 +309,7 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         days=_int(env, "RAILFLOW_DAYS", 180),
         start_date=start_date,
         seed=_int(env, "RAILFLOW_SEED", 42, minimum=0),
+        incidents=_switch(env, "RAILFLOW_INCIDENTS", True),
         pii_salt=salt,
         pii_salt_is_set=salt_is_set,
         bq_project=bq_project,

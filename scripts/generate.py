@@ -254,6 +254,7 @@ def generate(
     salt: str,
     progress: bool = True,
     today: date | None = None,
+    incidents: bool = True,
 ) -> dict[str, int]:
     """Generate the world into out_dir/raw and out_dir/truth; returns rows per raw table.
     `today` (default: the real date) is when the world's deliveries must be over by."""
@@ -269,7 +270,7 @@ def generate(
         folder.mkdir(parents=True)
     try:
         counts = _write_world(
-            staged["raw"], staged["truth"], users, days, start, seed, salt, progress
+            staged["raw"], staged["truth"], users, days, start, seed, salt, progress, incidents
         )
     except BaseException as exc:
         for folder in staged.values():
@@ -301,8 +302,12 @@ def _write_world(
     seed: int,
     salt: str,
     progress: bool,
+    incidents: bool = True,
 ) -> dict[str, int]:
-    world = World(load_reference(), users=users, days=days, start=start, seed=seed, salt=salt)
+    world = World(
+        load_reference(), users=users, days=days, start=start, seed=seed, salt=salt,
+        incidents=incidents,
+    )  # fmt: skip
     counts: dict[str, int] = {}
     truth: dict[str, ParquetStream] = {}
     manifest: dict[str, dict[str, object]] = {}
@@ -349,8 +354,15 @@ def _write_world(
             previous, current = current, []
         for job in previous:
             job.result()
+    world.incidents.write_parquet(truth_dir / "incidents.parquet")
     params = {
-        "generator": {"users": users, "days": days, "start_date": start.isoformat(), "seed": seed},
+        "generator": {
+            "users": users,
+            "days": days,
+            "start_date": start.isoformat(),
+            "seed": seed,
+            "incidents": incidents,
+        },
         "planted": PARAMS,
         "true_effects": true_experiment_effects([job.result() for job in outcome_sums]),
         "raw_row_counts": counts,
@@ -387,6 +399,7 @@ def stage(settings: Settings) -> StageResult:
         salt=settings.pii_salt,
         progress=sys.stderr.isatty(),
         today=settings.current_time().date(),
+        incidents=settings.incidents,
     )
     events = sum(v for k, v in counts.items() if k != "users")
     return StageResult(
@@ -439,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     counts = generate(
         args.out, args.users, args.days, args.start_date, args.seed, defaults.pii_salt,
-        today=defaults.current_time().date(),
+        today=defaults.current_time().date(), incidents=defaults.incidents,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     events = sum(v for k, v in counts.items() if k != "users")

@@ -98,6 +98,29 @@ PARAMS: dict[str, object] = {
         "bot_searches_per_session": 35,
         "internal_user_share": 0.005,
     },
+    # Incidents (see plan_incidents and docs/world.md): planted on four distinct days, each at
+    # least `min_gap_days` apart and none before `first_day` (a detector needs history). Off
+    # with RAILFLOW_INCIDENTS=off (a clean world, for false-alarm grading).
+    "incidents": {
+        "first_day": 21,
+        "min_gap_days": 5,
+        # one platform's ticket_purchased events are not logged (the bookings happen)
+        "tracking_outage": {"start_hour_utc": [6, 10], "hours": [8, 14]},
+        # one route's quoted fares are multiplied by this for one UTC day (a hub-to-hub route)
+        "pricing_bug": {"fare_factor": 0.5},
+        # every search returns no results (results_count 0, so nothing is bought)
+        "results_outage": {"start_hour_utc": [7, 13], "hours": [3, 6]},
+        # accounts of the first chunk turned bots for a few hours on one platform, each staying
+        # under the warehouse's daily bot threshold (the wave a rule-based filter misses)
+        "bot_wave": {
+            "start_hour_utc": [8, 13],
+            "hours": [3, 6],
+            "user_share": 0.005,
+            "min_users": 10,
+            "sessions_per_user": 3,
+            "searches_per_session": [4, 8],
+        },
+    },
 }
 
 PLATFORMS = ("web", "ios", "android")
@@ -169,6 +192,7 @@ class World:
         start: date,
         seed: int,
         salt: str,
+        incidents: bool = True,
     ) -> None:
         self.ref = reference
         self.experiments = load_registry()  # designs; the effects they plant are in PARAMS
@@ -209,6 +233,21 @@ class World:
         # a child process builds it while the first chunk's sessions and events are simulated.
         self._pool = PoolProcess(seed, self.countries)
         self.n_chunks = max(1, -(-users // CHUNK_USERS))
+        self._incidents = plan_incidents(start, days, seed) if incidents else empty_incidents()
+        self.effects = IncidentEffects.of(self._incidents, routes, self.start_us)
+
+    @property
+    def incidents(self) -> pl.DataFrame:
+        """The planted incidents (complete once the first chunk is simulated: it picks the
+        pricing bug's route)."""
+        bug = pl.col("kind") == "pricing_bug"
+        route = pl.lit(self.effects.bug_route_id, dtype=pl.Utf8)
+        return self._incidents.with_columns(
+            route_id=pl.when(bug).then(route).otherwise(pl.col("route_id")),
+            description=pl.when(bug)
+            .then(pl.concat_str(pl.col("description"), pl.lit(" "), route))
+            .otherwise(pl.col("description")),
+        )
 
     @property
     def pool(self) -> PiiPool:
@@ -272,6 +311,7 @@ class World:
         is_bot = rng.random(n) < pat["bot_user_share"]
         is_internal = (~is_bot) & (rng.random(n) < pat["internal_user_share"])
         platform = rng.choice(3, size=n, p=[0.45, 0.3, 0.25])
+        is_wave_bot = self.effects.wave_users(lo, n, signup_day, is_bot | is_internal)
         activity = rng.lognormal(0.0, 0.5, size=n)
         user_effect = rng.normal(0.0, p["booking_logit"]["user_effect_sd"], size=n)
         # favourite route from the home station
@@ -298,6 +338,7 @@ class World:
                 "activity_multiplier": activity,
                 "is_bot": is_bot,
                 "is_internal": is_internal,
+                "is_wave_bot": is_wave_bot,
                 "user_effect": user_effect,
             }
         )
@@ -313,6 +354,7 @@ class World:
             "react_end": react_end,
             "is_bot": is_bot,
             "is_internal": is_internal,
+            "is_wave_bot": is_wave_bot,
             "platform": platform,
             "activity": activity,
             "user_effect": user_effect,
@@ -353,6 +395,7 @@ class World:
             rate[b, :] = 0
             rate[b, first : first + length] = 1.0
         counts = rng.poisson(rate)
+        self.effects.wave_sessions(counts, u["is_wave_bot"])
         u["sessions"] = counts
         uu, dd = np.nonzero(counts)
         reps = counts[uu, dd]
@@ -377,6 +420,7 @@ class World:
         )
         start_us = np.maximum(start_us, u["signup_us"][s_user])
         platform = np.where(rng.random(m) < 0.8, u["platform"][s_user], rng.integers(0, 3, size=m))
+        start_us, platform = self.effects.wave_timing(start_us, platform, u["is_wave_bot"][s_user])
         return (
             pl.DataFrame({"u": s_user, "day": s_day, "start_us": start_us, "platform": platform})
             .sort("u", "start_us")
@@ -393,6 +437,9 @@ class World:
             rng.poisson(p["pathologies"]["bot_searches_per_session"], size=s.height) + 1,
             1 + np.minimum(rng.poisson(0.6, size=s.height), 3),
         )
+        is_wave = u["is_wave_bot"][s_user]
+        n_search = self.effects.wave_searches(n_search, is_wave)
+        is_bot = is_bot | is_wave
         q_sess = np.repeat(np.arange(s.height), n_search)
         q_user = s_user[q_sess]
         persona = u["persona"][q_user]
@@ -433,6 +480,7 @@ class World:
         markup = fares.yield_markup(lead, weekend_travel, holiday_travel) * rng.lognormal(
             0, pr["noise_sd"], size=k
         )
+        markup *= self.effects.fare_factor(route, search_day)
         price = np.round(list_price * markup, 2)
         bl = p["booking_logit"]
         logit = (
@@ -529,6 +577,8 @@ class World:
         after = q["searched_us"].to_numpy() >= q["mid_exposed_us"].fill_null(2**62).to_numpy()
         treated = medium & after & (q["mid_variant"] == "treatment").fill_null(False).to_numpy()
         p_applied = np.where(treated, p_treat, pc)
+        # a search that returned no results cannot be booked
+        p_applied = np.where(self.effects.no_results(q["searched_us"].to_numpy()), 0.0, p_applied)
         booked = rng.random(q.height) < p_applied
         return q.with_columns(
             true_probability_treatment=pl.Series(p_treat),
@@ -640,7 +690,8 @@ class World:
         # funnel: results always; fare/checkout always before a purchase, sometimes without
         t_res = q["searched_us"].to_numpy() + rng.integers(2, 6, size=n) * US
         booked = q["is_booked"].to_numpy()
-        fare = booked | (rng.random(n) < 0.45)
+        no_results = self.effects.no_results(q["searched_us"].to_numpy())
+        fare = booked | ((rng.random(n) < 0.45) & ~no_results)
         checkout = booked | (fare & (rng.random(n) < 0.4))
         t_fare = t_res + rng.integers(30, 120, size=n) * US
         t_checkout = t_fare + rng.integers(60, 300, size=n) * US
@@ -655,7 +706,11 @@ class World:
             pl.col("t_res"),
             [
                 pl.col("search_id"),
-                (5 + pl.col("q") % 11).cast(pl.Int64).alias("results_count"),
+                pl.when(pl.Series(no_results))
+                .then(0)
+                .otherwise(5 + pl.col("q") % 11)
+                .cast(pl.Int64)
+                .alias("results_count"),
                 pl.col("price_eur"),
                 pl.col("discount_eur"),
             ],
@@ -675,9 +730,18 @@ class World:
         bookings = q.filter(pl.col("is_booked")).with_columns(
             booking_id=padded_id(f"bk_{tag}_", pl.col("q"), 9)
         )
+        # a tracking outage: the purchase happened, its event (and so its cancellation) never
+        # reaches the warehouse
+        bookings = bookings.with_columns(
+            is_logged=pl.Series(
+                self.effects.purchase_logged(
+                    bookings["t_buy"].to_numpy(), s["platform"].to_numpy()[bookings["s"].to_numpy()]
+                )
+            )
+        )
         emit(
             "ticket_purchased",
-            bookings,
+            bookings.filter(pl.col("is_logged")),
             pl.col("t_buy"),
             [
                 pl.col("booking_id"), pl.col("origin_station_id"), pl.col("destination_station_id"),
@@ -705,7 +769,9 @@ class World:
                 ]
             ),
         )  # fmt: skip
-        cancels = bookings.filter(pl.Series(cancelled) & (pl.col("t_cancel") < self.end_us))
+        cancels = bookings.filter(
+            pl.Series(cancelled) & (pl.col("t_cancel") < self.end_us) & pl.col("is_logged")
+        )
         emit(
             "booking_cancelled",
             cancels,
@@ -767,6 +833,7 @@ class World:
                 "booking_id", "search_id",
                 user_id=uid.gather(bookings["u"].to_numpy()),
                 cancelled=pl.Series(cancelled),
+                is_logged=pl.col("is_logged"),
             ),
             "exposures": e.with_columns(
                 user_id=uid.gather(e["u"].to_numpy()), exposed_at=pl.col("exposed_us").cast(ts)
@@ -922,3 +989,183 @@ def deliveries_of(
         }
     )
     return delivered, truth
+
+
+# ----------------------------------------------------------------------------------------
+# Incidents: planted on purpose so anomaly detection can be graded (ml/anomalies.py). Each is
+# a row of data/truth/incidents.parquet: kind, start and end (UTC, end exclusive), scope (a
+# route, a platform, or neither for all traffic). Drawn from their own random stream, so the
+# plan depends on the seed and the period only.
+INCIDENT_KINDS = ("tracking_outage", "pricing_bug", "results_outage", "bot_wave")
+INCIDENT_SCHEMA = {
+    "incident_id": pl.Utf8,
+    "kind": pl.Utf8,
+    "started_at": pl.Datetime("us", "UTC"),
+    "ended_at": pl.Datetime("us", "UTC"),
+    "route_id": pl.Utf8,
+    "platform": pl.Utf8,
+    "description": pl.Utf8,
+}
+
+
+def empty_incidents() -> pl.DataFrame:
+    return pl.DataFrame(schema=INCIDENT_SCHEMA)
+
+
+def plan_incidents(start: date, days: int, seed: int) -> pl.DataFrame:
+    """One incident of each kind, on distinct days at least `min_gap_days` apart, from
+    `first_day` on (fewer when the period is too short to hold them)."""
+    cfg = PARAMS["incidents"]
+    rng = np.random.default_rng([seed, 24, 0])
+    first, gap = int(cfg["first_day"]), int(cfg["min_gap_days"])
+    chosen: list[int] = []
+    for day in rng.permutation(np.arange(first, max(first, days - 2))):
+        if all(abs(int(day) - c) >= gap for c in chosen):
+            chosen.append(int(day))
+        if len(chosen) == len(INCIDENT_KINDS):
+            break
+    rows = []
+    midnight = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    for kind, day in zip(INCIDENT_KINDS, chosen, strict=False):
+        platform = None
+        if kind == "pricing_bug":
+            # the route is chosen by the simulation (IncidentEffects.fare_factor)
+            hour, hours = 0, 24
+            what = f"fares x {cfg['pricing_bug']['fare_factor']} on"
+        else:
+            c = cfg[kind]
+            hour = int(rng.integers(c["start_hour_utc"][0], c["start_hour_utc"][1] + 1))
+            hours = int(rng.integers(c["hours"][0], c["hours"][1] + 1))
+            if kind != "results_outage":
+                platform = PLATFORMS[int(rng.integers(len(PLATFORMS)))]
+            what = {
+                "tracking_outage": f"{platform} ticket_purchased events not logged",
+                "results_outage": "searches return no results",
+                "bot_wave": f"bot sessions on {platform}, no purchases",
+            }[kind]
+        began = midnight + timedelta(days=day, hours=hour)
+        rows.append(
+            {
+                "incident_id": "",
+                "kind": kind,
+                "started_at": began,
+                "ended_at": began + timedelta(hours=hours),
+                "route_id": None,
+                "platform": platform,
+                "description": what,
+            }
+        )
+    return (
+        pl.DataFrame(rows, schema=INCIDENT_SCHEMA)
+        .sort("started_at")
+        .with_columns(incident_id=padded_id("inc_", pl.int_range(1, pl.len() + 1), 2))
+    )
+
+
+@dataclass
+class IncidentEffects:
+    """How the planned incidents change the simulation (each method is a no-op without them)."""
+
+    start_us: int
+    windows: dict[str, tuple[int, int, str | None]]  # kind -> (start_us, end_us, platform)
+    route_ids: list[str] | None = None
+    bug_route: int = -1
+    bug_day: int = -1
+
+    @property
+    def bug_route_id(self) -> str | None:
+        return self.route_ids[self.bug_route] if self.route_ids and self.bug_route >= 0 else None
+
+    @classmethod
+    def of(cls, incidents: pl.DataFrame, routes: pl.DataFrame, start_us: int) -> IncidentEffects:
+        windows: dict[str, tuple[int, int, str | None]] = {}
+        route_ids = (
+            routes.select(pl.concat_str("origin_station_id", pl.lit("-"), "destination_station_id"))
+            .to_series()
+            .to_list()
+        )
+        out = cls(start_us, windows, route_ids)
+        for row in incidents.iter_rows(named=True):
+            lo = int(row["started_at"].timestamp()) * US
+            hi = int(row["ended_at"].timestamp()) * US
+            windows[row["kind"]] = (lo, hi, row["platform"])
+            if row["kind"] == "pricing_bug":
+                out.bug_day = (lo - start_us) // (86_400 * US)
+        return out
+
+    def _window(self, kind: str) -> tuple[int, int, str | None] | None:
+        return self.windows.get(kind)
+
+    def wave_users(
+        self, lo: int, n: int, signup_day: np.ndarray, excluded: np.ndarray
+    ) -> np.ndarray:
+        """The bot wave's accounts: in the first chunk, users signed up before the wave who are
+        neither a background bot nor internal."""
+        wave = np.zeros(n, dtype=bool)
+        w = self._window("bot_wave")
+        if w is None or lo != 0:
+            return wave
+        cfg = PARAMS["incidents"]["bot_wave"]
+        day = (w[0] - self.start_us) // (86_400 * US)
+        eligible = np.flatnonzero((signup_day < day) & ~excluded)
+        size = min(eligible.size, max(int(cfg["min_users"]), round(cfg["user_share"] * n)))
+        rng = np.random.default_rng([int(w[0]), 1])
+        wave[rng.choice(eligible, size=size, replace=False)] = True
+        return wave
+
+    def wave_sessions(self, counts: np.ndarray, is_wave: np.ndarray) -> None:
+        """Wave accounts are active on the wave's day only (in place on users x days)."""
+        w = self._window("bot_wave")
+        if w is None or not is_wave.any():
+            return
+        day = (w[0] - self.start_us) // (86_400 * US)
+        counts[is_wave, :] = 0
+        counts[is_wave, day] = PARAMS["incidents"]["bot_wave"]["sessions_per_user"]
+
+    def wave_timing(
+        self, start_us: np.ndarray, platform: np.ndarray, is_wave: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Wave sessions start inside the wave's hours, on its platform."""
+        w = self._window("bot_wave")
+        if w is None or not is_wave.any():
+            return start_us, platform
+        rng = np.random.default_rng([int(w[0]), 2])
+        k = int(is_wave.sum())
+        start_us = start_us.copy()
+        platform = platform.copy()
+        # the last search of a session starts at most ~25 minutes after it: stay in the window
+        span = max(w[1] - w[0] - 1_800 * US, US)
+        start_us[is_wave] = w[0] + np.sort(rng.integers(0, span, size=k))
+        platform[is_wave] = PLATFORMS.index(w[2])
+        return start_us, platform
+
+    def wave_searches(self, n_search: np.ndarray, is_wave: np.ndarray) -> np.ndarray:
+        if not is_wave.any():
+            return n_search
+        lo, hi = PARAMS["incidents"]["bot_wave"]["searches_per_session"]
+        rng = np.random.default_rng([self.start_us, 3, int(is_wave.sum())])
+        return np.where(is_wave, rng.integers(lo, hi + 1, size=n_search.size), n_search)
+
+    def fare_factor(self, route: np.ndarray, search_day: np.ndarray) -> np.ndarray:
+        """The pricing bug: the quote of the bug route's searches on its day, multiplied. The
+        first chunk picks the route: its busiest on the bug's day (a bug on a route nobody
+        searches would go unseen)."""
+        if self.bug_day >= 0 and self.bug_route < 0:
+            day = search_day == self.bug_day
+            self.bug_route = int(np.bincount(route[day], minlength=1).argmax())
+        hit = (route == self.bug_route) & (search_day == self.bug_day)
+        return np.where(hit, PARAMS["incidents"]["pricing_bug"]["fare_factor"], 1.0)
+
+    def no_results(self, searched_us: np.ndarray) -> np.ndarray:
+        w = self._window("results_outage")
+        if w is None:
+            return np.zeros(searched_us.size, dtype=bool)
+        return (searched_us >= w[0]) & (searched_us < w[1])
+
+    def purchase_logged(self, bought_us: np.ndarray, platform: np.ndarray) -> np.ndarray:
+        """False for a purchase made on the outage's platform during a tracking outage."""
+        w = self._window("tracking_outage")
+        if w is None:
+            return np.ones(bought_us.size, dtype=bool)
+        lost = (bought_us >= w[0]) & (bought_us < w[1]) & (platform == PLATFORMS.index(w[2]))
+        return ~lost

@@ -1,8 +1,10 @@
 """Data health: how fresh the data is (its last day, the last load and builds), the dbt results
-of both builds with failures by name, row counts, quarantined rows by reason, model cards.
+of both builds with failures by name, row counts, quarantined rows by reason, model cards, KPI
+anomalies.
 
-One function per section (`freshness`, `dbt_builds`, `row_counts`, `quarantine`, `models`), run
-in order by `page`: a new section is a new function and one line in `page`.
+One function per section (`freshness`, `dbt_builds`, `row_counts`, `quarantine`, `models`,
+`anomalies_section`), run in order by `page`: a new section is a new function and one line in
+`page`.
 """
 
 from __future__ import annotations
@@ -202,6 +204,33 @@ def page() -> None:
     quarantine()
     row_counts()
     models()
+    anomalies_section()
+
+
+def anomalies_section() -> None:
+    """KPI anomalies found by the anomalies stage (ml.anomalies; docs/anomalies.md)."""
+    st.subheader("Anomalies")
+    if not data.exists("ml", "anomalies"):
+        st.info("No anomaly detection yet: run `make run` (or `railflow anomalies`).")
+        return
+    found = data.table("ml", "anomalies", "order by period_start_at desc, score")
+    critical = found.filter(pl.col("severity") == "critical").height
+    left, right = st.columns(2)
+    left.metric("anomalies", found.height)
+    right.metric("critical anomalies", critical)
+    if found.height == 0:
+        st.success("No KPI anomaly in the monitoring marts.")
+        return
+    st.caption(
+        "One row per run of anomalous hours or days of a KPI, at its peak: observed against "
+        "the seasonal expectation (STL), score in robust standard deviations."
+    )
+    columns = {"severity": "Severity", "metric": "KPI", "grain": "Grain", "platform": "Platform",
+               "route_id": "Route", "period_start_at": "From", "period_end_at": "To",
+               "observed_value": "Observed", "expected_value": "Expected",
+               "score": "Score (robust SD)"}  # fmt: skip
+    shown = found.select(pl.col(k).alias(v) for k, v in columns.items())
+    st.dataframe(shown.to_pandas(), hide_index=True, width="stretch")
 
 
 data.guard(page)

@@ -364,6 +364,19 @@ def test_streamlit_config_sends_nothing_and_runs_from_the_repo_root(
     assert "--browser.gatherUsageStats" in seen["args"]
 
 
+def test_data_health_lists_the_anomalies(app: AppTest, small_world: Settings) -> None:
+    from railflow.warehouse import connect
+
+    with connect(small_world) as wh:
+        found = wh.read("ml", "anomalies")
+    app.switch_page("views/data_health.py").run()
+    assert not app.exception
+    assert "Anomalies" in [h.value for h in app.subheader]
+    assert {m.label: int(m.value) for m in app.metric}["anomalies"] == found.height > 0
+    table = next(t.value for t in app.dataframe if "severity" in t.value.columns)
+    assert sorted(table["metric"]) == sorted(found["metric"])
+
+
 @pytest.mark.parametrize("warehouse", ["no file", "a file with nothing built"])
 def test_missing_warehouse_says_which_command_to_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse: str

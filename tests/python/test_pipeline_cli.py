@@ -45,7 +45,7 @@ def test_list_shows_stages_in_flow_order() -> None:
     assert proc.returncode == 0
     listed = [line.split()[0] for line in proc.stdout.splitlines()]
     assert listed == [s.name for s in STAGES]
-    order = ["generate", "load", "dbt_build", "ml", "dbt_sync", "readouts", "export"]
+    order = ["generate", "load", "dbt_build", "ml", "anomalies", "dbt_sync", "readouts", "export"]
     assert listed == [name for name in order if name in listed]
 
 
