@@ -373,8 +373,8 @@ def test_data_health_lists_the_anomalies(app: AppTest, small_world: Settings) ->
     assert not app.exception
     assert "Anomalies" in [h.value for h in app.subheader]
     assert {m.label: int(m.value) for m in app.metric}["anomalies"] == found.height > 0
-    table = next(t.value for t in app.dataframe if "severity" in t.value.columns)
-    assert sorted(table["metric"]) == sorted(found["metric"])
+    table = next(t.value for t in app.dataframe if "Severity" in t.value.columns)
+    assert sorted(table["KPI"]) == sorted(found["metric"])
 
 
 @pytest.mark.parametrize("warehouse", ["no file", "a file with nothing built"])
