@@ -327,7 +327,9 @@ def page() -> None:
     )  # fmt: skip
     quote_note = "typed price" if price_typed is not None else "fare rule quote"
     if rate == 0:
-        st.info("A 0% discount changes nothing: no uplift, no cost.")
+        st.info(
+            f"A 0% discount changes nothing: no uplift, no cost ({quote_note} {data.eur(price)})."
+        )
     elif gain < 0:
         st.warning(
             f"**The discount loses {data.eur(-gain)}** of expected revenue on this search "
@@ -336,8 +338,9 @@ def page() -> None:
         )
     elif not eligible:
         st.info(
-            f"The discount would add {data.eur(gain)}, but the probability {data.pct(p)} is "
-            f"{band_name(p, band)} {band[0]:.0%}–{band[1]:.0%}: the policy does not offer it."
+            f"The discount would add {data.eur(gain)} ({quote_note} {data.eur(price)}), but "
+            f"the probability {data.pct(p)} is {band_name(p, band)} {band[0]:.0%}–{band[1]:.0%}: "
+            "the policy does not offer it."
         )
     else:
         st.success(
