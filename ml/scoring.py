@@ -124,14 +124,16 @@ def decide(
     price = np.asarray(price_eur, dtype=float)
     with np.errstate(divide="ignore"):
         logit = np.log(p) - np.log1p(-p)
-    p_with = 1.0 / (1.0 + np.exp(-(logit + effect.logit_shift)))
+    # no shift, no uplift (exactly: the logit round trip would leave rounding noise)
+    p_with = p if effect.logit_shift == 0 else 1.0 / (1.0 + np.exp(-(logit + effect.logit_shift)))
     without = p * price
     with_discount = p_with * price * (1.0 - effect.discount_rate)
     lo, hi = band
     eligible = (p >= lo) & (p <= hi)
     return Decisions(
         eligible=eligible,
-        offer=eligible & (with_discount > without),
+        # a gain below a millionth of a cent is rounding, not a reason to discount
+        offer=eligible & (with_discount - without > 1e-8),
         probability_with_discount=p_with,
         expected_revenue_without_eur=without,
         expected_revenue_with_eur=with_discount,

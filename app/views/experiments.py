@@ -33,32 +33,44 @@ DECISION_NAMES = {
     "invalid: SRM": "Invalid (SRM)",
 }
 
+LIFT_Y = {
+    "field": "Metric",
+    "type": "nominal",
+    "sort": None,
+    "title": None,
+    "axis": {"labelLimit": 300},
+}
+LIFT_COLOUR = {
+    "field": "Verdict",
+    "type": "nominal",
+    "scale": {
+        "domain": ["better", "worse", "not significant"],
+        "range": ["#2ca02c", "#d62728", "#7f7f7f"],
+    },
+    "legend": {"orient": "bottom", "title": None},
+}
 LIFT_CHART = {
+    "encoding": {"y": LIFT_Y},
     "layer": [
-        {"mark": {"type": "rule", "color": "#888"}, "encoding": {"x": {"datum": 0}}},
         {
-            "mark": {"type": "errorbar", "ticks": True, "thickness": 2},
+            "mark": {"type": "rule", "strokeWidth": 3},
             "encoding": {
-                "y": {"field": "Metric", "type": "nominal", "sort": None, "title": None,
-                      "axis": {"labelLimit": 300}},
                 "x": {"field": "low", "type": "quantitative", "title": "relative lift (95% CI)",
                       "axis": {"format": "+.0%"}},
                 "x2": {"field": "high"},
-                "color": {"field": "Verdict", "type": "nominal",
-                          "scale": {"domain": ["better", "worse", "not significant"],
-                                    "range": ["#2ca02c", "#d62728", "#7f7f7f"]},
-                          "legend": {"orient": "bottom", "title": None}},
+                "color": LIFT_COLOUR,
             },
         },
         {
-            "mark": {"type": "point", "filled": True, "size": 60},
-            "encoding": {
-                "y": {"field": "Metric", "type": "nominal", "sort": None},
-                "x": {"field": "lift", "type": "quantitative"},
-                "color": {"field": "Verdict", "type": "nominal"},
-            },
+            "mark": {"type": "point", "filled": True, "size": 80},
+            "encoding": {"x": {"field": "lift", "type": "quantitative"}, "color": LIFT_COLOUR},
         },
-    ]
+        {
+            "data": {"values": [{}]},
+            "mark": {"type": "rule", "color": "#888", "strokeDash": [3, 3]},
+            "encoding": {"x": {"datum": 0}, "y": None},
+        },
+    ],
 }  # fmt: skip
 
 
@@ -170,7 +182,7 @@ def experiment(doc: dict[str, Any]) -> None:
     )  # fmt: skip
     if lifts.height:
         st.vega_lite_chart(
-            lifts.to_pandas(), LIFT_CHART, width="stretch", height=40 * lifts.height + 40
+            lifts.to_pandas(), {**LIFT_CHART, "height": {"step": 32}}, width="stretch"
         )
     if effect := doc.get("search_level_effect"):
         st.caption(

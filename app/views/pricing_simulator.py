@@ -32,6 +32,7 @@ st.caption(
 )
 
 LEAD_DAYS = 90
+ONE_ROW = {"values": [{}]}
 WATERFALL_STEPS = 8
 
 
@@ -41,8 +42,8 @@ def lead_time_chart(lead: int, band: tuple[float, float]) -> dict:
     return {
         "layer": [
             {
-                "mark": {"type": "rect", "opacity": 0.12, "fillOpacity": 0.12,
-                         "color": "#2ca02c"},
+                "data": ONE_ROW,  # drawn once, not once per row of the curve
+                "mark": {"type": "rect", "opacity": 0.15, "color": "#2ca02c"},
                 "encoding": {"y": {"datum": lo}, "y2": {"datum": hi}},
             },
             {
@@ -56,15 +57,18 @@ def lead_time_chart(lead: int, band: tuple[float, float]) -> dict:
                 },
             },
             {
+                "data": ONE_ROW,
                 "mark": {"type": "rule", "color": "#d62728", "strokeDash": [4, 3]},
                 "encoding": {"x": {"datum": lead}},
             },
             {
+                "data": ONE_ROW,
                 "mark": {"type": "text", "align": "left", "dx": 4, "dy": -6, "color": "#d62728"},
                 "encoding": {"x": {"datum": lead}, "y": {"datum": 0.97},
                              "text": {"value": f"this search ({lead} d)"}},
             },
             {
+                "data": ONE_ROW,
                 "mark": {"type": "text", "align": "right", "dx": -4, "dy": -4,
                          "color": "#2ca02c"},
                 "encoding": {"x": {"datum": LEAD_DAYS}, "y": {"datum": hi},
@@ -77,7 +81,8 @@ def lead_time_chart(lead: int, band: tuple[float, float]) -> dict:
 WATERFALL_CHART = {
     "mark": {"type": "bar", "tooltip": True},
     "encoding": {
-        "y": {"field": "step", "type": "nominal", "sort": None, "title": None},
+        "y": {"field": "step", "type": "nominal", "sort": None, "title": None,
+              "axis": {"labelLimit": 260}},
         "x": {"field": "start", "type": "quantitative", "title": "model output"},
         "x2": {"field": "end"},
         "color": {
@@ -327,7 +332,9 @@ def page() -> None:
     )  # fmt: skip
     quote_note = "typed price" if price_typed is not None else "fare rule quote"
     if rate == 0:
-        st.info("A 0% discount changes nothing: no uplift, no cost.")
+        st.info(
+            f"A 0% discount changes nothing: no uplift, no cost ({quote_note} {data.eur(price)})."
+        )
     elif gain < 0:
         st.warning(
             f"**The discount loses {data.eur(-gain)}** of expected revenue on this search "
@@ -336,8 +343,9 @@ def page() -> None:
         )
     elif not eligible:
         st.info(
-            f"The discount would add {data.eur(gain)}, but the probability {data.pct(p)} is "
-            f"{band_name(p, band)} {band[0]:.0%}–{band[1]:.0%}: the policy does not offer it."
+            f"The discount would add {data.eur(gain)} ({quote_note} {data.eur(price)}), but "
+            f"the probability {data.pct(p)} is {band_name(p, band)} {band[0]:.0%}–{band[1]:.0%}: "
+            "the policy does not offer it."
         )
     else:
         st.success(

@@ -23,6 +23,9 @@ from streamlit.testing.v1 import AppTest
 from railflow.settings import REPO_ROOT, Settings
 
 APP = str(REPO_ROOT / "app" / "app.py")
+COUNTRY_NAMES = {"Austria", "Belgium", "Switzerland", "Czechia", "Germany", "Denmark", "Spain",
+                 "France", "United Kingdom", "Hungary", "Italy", "Luxembourg", "Netherlands",
+                 "Poland", "Portugal"}  # fmt: skip
 PAGES = [
     "views/route_performance.py",
     "views/funnel.py",
@@ -219,7 +222,8 @@ def test_search_outside_the_trained_period_is_flagged(app: AppTest) -> None:
     [
         (lambda at: at.selectbox(key="destination").set_value(at.selectbox(key="origin").value),
          "Origin and destination are the same"),
-        (lambda at: at.date_input(key="travel_date").set_value(date(2026, 7, 1)),
+        (lambda at: at.date_input(key="travel_date").set_value(
+            at.date_input(key="search_date").value - timedelta(days=1)),
          "travel date is before the search date"),
         (lambda at: at.number_input(key="passengers").set_value(0), "Passengers must be between"),
         (lambda at: at.number_input(key="passengers").set_value(12), "Passengers must be between"),
@@ -275,6 +279,28 @@ def test_pages_show_the_built_world(app: AppTest, small_world: Settings) -> None
     shown = " ".join(m.value for m in app.markdown)
     assert "dbt build --exclude tag:post_scoring" in shown
     assert "dbt build --select tag:post_scoring" in shown
+
+
+def test_pages_are_formatted_for_people(app: AppTest) -> None:
+    app.switch_page("views/route_performance.py").run()
+    routes = app.dataframe[0].value
+    assert list(routes.columns[:3]) == ["Route", "From", "To"]
+    assert "Net revenue" in routes.columns and "net_revenue_eur" not in routes.columns
+    assert list(routes["Net revenue"]) == sorted(routes["Net revenue"], reverse=True)
+    assert set(routes["From"]) <= set(COUNTRY_NAMES)  # names, not codes
+    bars = json.loads(app.get("vega_lite_chart")[1].proto.spec)
+    assert bars["encoding"]["y"]["sort"] == "-x"  # bars sorted by value
+    assert {m.label for m in app.metric} == {"Searches", "Bookings", "Search conversion",
+                                             "Net revenue"}  # fmt: skip
+    assert next(m.value for m in app.metric if m.label == "Net revenue").startswith("€")
+    assert any("compared with the 28 days before" in c.value for c in app.caption)
+    app.switch_page("views/customers.py").run()
+    churn = json.loads(app.get("vega_lite_chart")[-1].proto.spec)
+    assert churn["encoding"]["y"]["sort"] == ["Low", "Medium", "High"]
+    for page in PAGES:  # every page says who is counted and how fresh the data is
+        app.switch_page(page).run()
+        assert any("**Population:**" in c.value and "**Data through**" in c.value
+                   for c in app.caption), page  # fmt: skip
 
 
 def test_funnel_retention_and_active_users_read_their_marts(
