@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from analysis.crm_export import MARTS as CRM_MARTS
 from railflow.dbt import DbtError, run_dbt
 from railflow.pipeline import dbt_build_stage
 from railflow.settings import Settings
@@ -282,8 +283,5 @@ def test_users_missing_from_the_extract_are_inferred_and_a_resent_extract_is_ded
             inferred["email_sha256"].is_null().all() and (inferred["lifetime_bookings"] > 0).all()
         )
         assert users.filter(pl.col("user_id") == resent).height == 1
-        exported = pl.concat(
-            [wh.read("sync", n).select("external_id") for n in ("sync_crm__high_churn_risk_users",
-                                                                  "sync_crm__high_intent_users")]
-        )  # fmt: skip
+        exported = pl.concat([wh.read("sync", n).select("external_id") for n in CRM_MARTS])
         assert not set(late) & set(exported["external_id"])

@@ -82,11 +82,14 @@ def test_ltv_shares_the_churn_marts_rows_and_features(
 
 
 def test_ltv_model_beats_the_naive_baseline_against_the_truth(small_world: Settings) -> None:
+    """Ranked against each user's expected revenue under the planted process. (The test world
+    holds out about 70 users at its one labelled cutoff: too few for the MAE of a heavy-tailed
+    amount to tell models apart; docs/ltv.md has both figures on the default world.)"""
     card = load_card(small_world.artifacts_dir / ltv.MODEL_NAME)
     oracle = card["oracle"]
-    assert oracle["mae_vs_expected_eur"] < oracle["baseline_mae_vs_expected_eur"]
-    assert oracle["spearman_vs_expected"] > oracle["baseline_spearman_vs_expected"]
+    assert oracle["spearman_vs_expected"] > oracle["baseline_spearman_vs_expected"] + 0.05
     assert oracle["spearman_vs_expected"] > 0.5
+    assert card["metrics"]["spearman"] > card["baseline"]["naive_spearman"]
     deciles = card["calibration_by_decile"]
     assert [d["decile"] for d in deciles] == list(range(1, 11))
     assert sum(d["rows"] for d in deciles) == card["rows"]["test"]

@@ -16,11 +16,12 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
+from analysis.crm_export import MARTS
 from railflow.dbt import run_dbt
 from railflow.settings import REPO_ROOT, Settings
 from railflow.warehouse import connect
 
-SYNC_MARTS = ("sync_crm__high_churn_risk_users", "sync_crm__high_intent_users")
+SYNC_MARTS = MARTS  # every CRM audience the export reads
 
 
 def audiences(settings: Settings) -> pl.DataFrame:

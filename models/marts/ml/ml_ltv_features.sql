@@ -36,7 +36,9 @@ activity as (
 
 bounds as (
 
-    select max(activity_date) as last_date
+    select
+        min(activity_date) as first_date,
+        max(activity_date) as last_date
 
     from activity
 
@@ -106,6 +108,11 @@ final as (
         churn_features.net_revenue_90d_eur,
         churn_features.lifetime_bookings,
         churn_features.has_loyalty_card,
+        {#- the 90-day windows of the early cutoffs hold less data: the model needs to know -#}
+        cast(
+            least({{ dbt.datediff('bounds.first_date', 'churn_features.cutoff_date', 'day') }}, 90)
+            as {{ dbt.type_bigint() }}
+        ) as observed_history_days,
         cast(coalesce(revenue_by_cutoff.net_revenue_to_date_eur, 0) as {{ type_double() }})
             as net_revenue_to_date_eur,
         case
