@@ -12,7 +12,7 @@ from ml.pipeline import score_all, stage
 from railflow.errors import cli_entrypoint
 from railflow.settings import get_settings
 
-MODELS = ("booking_propensity", "rfm_segmentation", "churn", "ltv")
+MODELS = ("booking_propensity", "rfm_segmentation", "churn", "ltv", "anomaly_detector")
 
 
 @cli_entrypoint
