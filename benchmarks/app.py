@@ -86,7 +86,8 @@ def _browser_figures(env: dict[str, str]) -> dict[str, float]:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port)],
+        # as `railflow app` starts it (railflow/app_server.py: the model stack preloaded)
+        [sys.executable, "-m", "railflow.app_server", "--server.port", str(port)],
         cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -97,15 +97,12 @@ def _bench(argv: list[str]) -> None:
 
 
 def _app(argv: list[str]) -> None:
-    """Replace this process with Streamlit serving app/app.py on loopback.
+    """Replace this process with Streamlit serving app/app.py on loopback (railflow/app_server.py).
 
     Streamlit reads `.streamlit/config.toml` from its working directory, so it runs from the
     repository root (no usage statistics, viewer toolbar); the options repeat what matters."""
     os.chdir(REPO_ROOT)
-    streamlit = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "app.py")]
-    options = ["--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]  # fmt: skip
-    os.execv(sys.executable, [*streamlit, *options, *argv])
+    os.execv(sys.executable, [sys.executable, "-m", "railflow.app_server", *argv])
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {

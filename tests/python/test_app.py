@@ -385,9 +385,9 @@ def test_streamlit_config_sends_nothing_and_runs_from_the_repo_root(
     seen = {}
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli.os, "execv", lambda exe, args: seen.update(cwd=Path.cwd(), args=args))
-    cli._app([])
+    cli._app(["--server.port", "8599"])
     assert seen["cwd"] == REPO_ROOT
-    assert "--browser.gatherUsageStats" in seen["args"]
+    assert seen["args"][1:] == ["-m", "railflow.app_server", "--server.port", "8599"]
 
 
 def test_data_health_lists_the_anomalies(app: AppTest, small_world: Settings) -> None:
@@ -450,7 +450,7 @@ def served_app(small_world: Settings) -> Iterator[str]:
     # from the repository root, as `railflow app` runs it: Streamlit reads .streamlit/config.toml
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port)],
+        [sys.executable, "-m", "railflow.app_server", "--server.port", str(port)],
         cwd=REPO_ROOT, env={**os.environ, **env_for(small_world)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
