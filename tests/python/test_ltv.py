@@ -168,9 +168,11 @@ def test_fair_churn_oracle_matches_the_empirical_rate_of_no_activity(
     real = truth.users.filter(~pl.col("is_bot") & ~pl.col("is_internal"))
     activity = truth.activity.join(real.select("user_id"), on="user_id")
     rows, outcomes = [], []
-    for week in (5, 8, 11):
+    for week in range(4, 14):  # weekly cutoffs whose horizon the world covers
         cutoff = truth.start_date + timedelta(weeks=week)
         end = cutoff + timedelta(days=churn.HORIZON_DAYS)
+        if (end - truth.start_date).days > small_world.days:
+            break
         per_user = activity.group_by("user_id").agg(
             seen=pl.col("sessions").filter(pl.col("activity_date") < cutoff).sum(),
             after=pl.col("sessions")
@@ -184,7 +186,7 @@ def test_fair_churn_oracle_matches_the_empirical_rate_of_no_activity(
     keys = pl.concat(rows)
     p = churn.oracle_scores(keys, truth)
     none_after = np.concatenate(outcomes)
-    assert keys.height > 3000 and 0.2 < none_after.mean() < 0.8
+    assert keys.height > 5000 and 0.1 < none_after.mean() < 0.9
     assert abs(p.mean() - none_after.mean()) < 0.02
     # calibrated across its range: quintiles of the oracle's probability
     order = np.argsort(p)

@@ -7,6 +7,8 @@
     schema=layer_schema_name('ml'),
     identifier='user_ltv_scores',
 ) if execute else none %}
+{%- set ltv_value = 'ltv_scores.predicted_net_revenue_90d_eur' if ltv_scores is not none else 'null' %}
+{%- set ltv_band = 'ltv_scores.ltv_band' if ltv_scores is not none else 'null' %}
 
 with
 
@@ -105,13 +107,8 @@ final as (
             dbt.datediff('user_activity.last_active_date', 'as_of.as_of_date', 'day'),
             'coalesce(user_bookings.lifetime_bookings, 0)'
         ) }} as lifecycle_stage,
-        {%- if ltv_scores is not none %}
-        cast(ltv_scores.predicted_net_revenue_90d_eur as {{ type_double() }}) as predicted_net_revenue_90d_eur,
-        cast(ltv_scores.ltv_band as {{ dbt.type_string() }}) as ltv_band
-        {%- else %}
-        cast(null as {{ type_double() }}) as predicted_net_revenue_90d_eur,
-        cast(null as {{ dbt.type_string() }}) as ltv_band
-        {%- endif %}
+        cast({{ ltv_value }} as {{ type_double() }}) as predicted_net_revenue_90d_eur,
+        cast({{ ltv_band }} as {{ dbt.type_string() }}) as ltv_band
 
     from classified
     cross join as_of
