@@ -44,8 +44,9 @@ log = logging.getLogger("railflow.anomalies")
 MODEL_NAME = "anomaly_detector"
 DETECTOR_VERSION = "stl-robust-z-1"
 DEFAULT_THRESHOLD = 5.0
-ROBUST_MAX_PERIOD = 24  # robust STL up to this period (days); plain STL on hours of the week
+ROBUST_MAX_PERIOD = 24  # full robust STL up to this period; two robustness passes beyond
 MIN_PERIODS = 3  # a series needs this many seasonal periods of history to be scored
+MIN_FARE_DAYS = 7  # a route's fare index needs quotes on this many days for a baseline
 TABLE = "anomalies"
 
 
@@ -202,9 +203,10 @@ def fit_expected(y: np.ndarray, period: int, seasonal: bool = True) -> np.ndarra
     if not seasonal or _mad(y) == 0:
         return np.full(y.size, np.nanmedian(y) if np.isfinite(y).any() else 0.0)
     filled = _fill(y)
-    # robust LOESS costs ~6x; on a weekly cycle of hours (168) the seasonal smoother averages
-    # each hour of the week over every week, so a burst of a few hours barely moves the fit
-    res = STL(filled, period=period, robust=period <= ROBUST_MAX_PERIOD).fit()
+    # robust LOESS (15 reweighting passes) costs ~6x on a weekly cycle of hours (168): two
+    # passes there already keep a burst at the end of the series out of the fit
+    long = period > ROBUST_MAX_PERIOD
+    res = STL(filled, period=period, robust=True).fit(outer_iter=2 if long else None)
     return np.asarray(res.trend + res.seasonal)
 
 
@@ -298,7 +300,7 @@ def detect(
             den = (
                 part[metric.denominator].cast(pl.Float64).to_numpy() if metric.denominator else None
             )
-            if metric.kind == "fare_index" and np.isfinite(num).sum() < MIN_PERIODS * 7:
+            if metric.kind == "fare_index" and np.isfinite(num).sum() < MIN_FARE_DAYS:
                 continue  # a route quoted too rarely has no baseline
             clusters = (
                 part[metric.clusters].cast(pl.Float64).to_numpy() if metric.clusters else None
