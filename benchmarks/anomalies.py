@@ -1,6 +1,6 @@
 """Grade the anomaly detector on worlds with unseen seeds; rewrite docs/anomalies.md.
 
-`python -m benchmarks.anomalies [--seeds 101 102 103 104] [--users 2000] [--days 120]`
+`python -m benchmarks.anomalies [--seeds 201 202 203 204] [--users 2000] [--days 120]`
 builds each world (generate, load, dbt build, anomalies) in a temporary folder, grades the
 anomalies against the world's planted incidents (ml.anomalies.grade), builds one more world
 without incidents (RAILFLOW_INCIDENTS=off) to count false alarms, and writes the figures.
@@ -120,8 +120,8 @@ def write_doc(figures: str) -> None:
 @cli_entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.anomalies", description=__doc__)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104])
-    parser.add_argument("--clean-seed", type=int, default=105, help="the world without incidents")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[201, 202, 203, 204])
+    parser.add_argument("--clean-seed", type=int, default=205, help="the world without incidents")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--days", type=int, default=120)
     args = parser.parse_args(argv)

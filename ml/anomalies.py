@@ -4,8 +4,10 @@ Each monitored series (one metric of one scope: a platform's hours or days, a ro
 put on a scale where its sampling noise is known, decomposed with STL (statsmodels, robust
 LOESS: trend + seasonal, period 24 for hours and 7 for days), and each point scored by its
 residual over a robust scale: the larger of 1.4826 x the residuals' median absolute deviation
-and the point's own sampling standard deviation (so a quiet series cannot make a tiny wobble
-look huge). A point whose |score| reaches the threshold is anomalous; consecutive anomalous
+and the point's own sampling standard deviation, widened by the series' over-dispersion (the
+median squared residual in sampling units over the median of a chi-square(1)), so a quiet
+series cannot make a tiny wobble look huge and a clustered one cannot make its noise look
+rare. A point whose |score| reaches the threshold is anomalous; consecutive anomalous
 points of one series form one anomaly (its peak reported). Severity: `critical` from twice the
 threshold, else `warning`.
 
@@ -44,8 +46,10 @@ log = logging.getLogger("railflow.anomalies")
 MODEL_NAME = "anomaly_detector"
 DETECTOR_VERSION = "stl-robust-z-1"
 DEFAULT_THRESHOLD = 5.0
-ROBUST_MAX_PERIOD = 24  # robust STL up to this period (days); plain STL on hours of the week
+ROBUST_MAX_PERIOD = 24  # full robust STL up to this period; two robustness passes beyond
+CHI2_1_MEDIAN = 0.4549  # median of a chi-square with one degree of freedom
 MIN_PERIODS = 3  # a series needs this many seasonal periods of history to be scored
+MIN_FARE_DAYS = 7  # a route's fare index needs quotes on this many days for a baseline
 TABLE = "anomalies"
 
 
@@ -202,9 +206,10 @@ def fit_expected(y: np.ndarray, period: int, seasonal: bool = True) -> np.ndarra
     if not seasonal or _mad(y) == 0:
         return np.full(y.size, np.nanmedian(y) if np.isfinite(y).any() else 0.0)
     filled = _fill(y)
-    # robust LOESS costs ~6x; on a weekly cycle of hours (168) the seasonal smoother averages
-    # each hour of the week over every week, so a burst of a few hours barely moves the fit
-    res = STL(filled, period=period, robust=period <= ROBUST_MAX_PERIOD).fit()
+    # robust LOESS (15 reweighting passes) costs ~6x on a weekly cycle of hours (168): two
+    # passes there already keep a burst at the end of the series out of the fit
+    long = period > ROBUST_MAX_PERIOD
+    res = STL(filled, period=period, robust=True).fit(outer_iter=2 if long else None)
     return np.asarray(res.trend + res.seasonal)
 
 
@@ -244,6 +249,11 @@ def score_series(
         sampling = fares.PRICE_NOISE_SD / np.sqrt(np.maximum(den, 1))
         expected = np.exp(fit)
     resid = y - fit
+    # over-dispersion (users' checkouts and purchases come together, ...): the robust ratio of
+    # the squared residuals to their sampling variance, from the median of a chi-square(1)
+    ok = np.isfinite(resid)
+    ratio = np.median((resid[ok] / sampling[ok]) ** 2) / CHI2_1_MEDIAN if ok.any() else 1.0
+    sampling = sampling * np.sqrt(max(ratio, 1.0))
     scale = np.maximum(1.4826 * _mad(resid), sampling)
     score = np.where(np.isfinite(resid), resid / scale, np.nan)
     return {"observed": observed, "expected": expected, "score": score}
@@ -298,7 +308,7 @@ def detect(
             den = (
                 part[metric.denominator].cast(pl.Float64).to_numpy() if metric.denominator else None
             )
-            if metric.kind == "fare_index" and np.isfinite(num).sum() < MIN_PERIODS * 7:
+            if metric.kind == "fare_index" and np.isfinite(num).sum() < MIN_FARE_DAYS:
                 continue  # a route quoted too rarely has no baseline
             clusters = (
                 part[metric.clusters].cast(pl.Float64).to_numpy() if metric.clusters else None

@@ -105,7 +105,8 @@ PARAMS: dict[str, object] = {
         "first_day": 21,
         "min_gap_days": 5,
         # one platform's ticket_purchased events are not logged (the bookings happen)
-        "tracking_outage": {"start_hour_utc": [6, 10], "hours": [8, 14]},
+        # (a release that breaks tracking until the next morning's fix)
+        "tracking_outage": {"start_hour_utc": [4, 8], "hours": [14, 20]},
         # one route's quoted fares are multiplied by this for one UTC day (a hub-to-hub route)
         "pricing_bug": {"fare_factor": 0.5},
         # every search returns no results (results_count 0, so nothing is bought)
@@ -480,7 +481,7 @@ class World:
         markup = fares.yield_markup(lead, weekend_travel, holiday_travel) * rng.lognormal(
             0, pr["noise_sd"], size=k
         )
-        markup *= self.effects.fare_factor(route, search_day)
+        markup *= self.effects.fare_factor(route, search_day, ~is_bot[q_sess])
         price = np.round(list_price * markup, 2)
         bl = p["booking_logit"]
         logit = (
@@ -1146,12 +1147,14 @@ class IncidentEffects:
         rng = np.random.default_rng([self.start_us, 3, int(is_wave.sum())])
         return np.where(is_wave, rng.integers(lo, hi + 1, size=n_search.size), n_search)
 
-    def fare_factor(self, route: np.ndarray, search_day: np.ndarray) -> np.ndarray:
+    def fare_factor(
+        self, route: np.ndarray, search_day: np.ndarray, human: np.ndarray
+    ) -> np.ndarray:
         """The pricing bug: the quote of the bug route's searches on its day, multiplied. The
-        first chunk picks the route: its busiest on the bug's day (a bug on a route nobody
-        searches would go unseen)."""
+        first chunk picks the route: its busiest on the bug's day in human searches (a bug on a
+        route nobody searches, or only a bot, would go unseen)."""
         if self.bug_day >= 0 and self.bug_route < 0:
-            day = search_day == self.bug_day
+            day = (search_day == self.bug_day) & human
             self.bug_route = int(np.bincount(route[day], minlength=1).argmax())
         hit = (route == self.bug_route) & (search_day == self.bug_day)
         return np.where(hit, PARAMS["incidents"]["pricing_bug"]["fare_factor"], 1.0)
