@@ -91,11 +91,20 @@ purchase_hours as (
 
 platform_hours as (
 
-    select platform, hour_started_at from search_hours
+    select
+        platform,
+        hour_started_at
+    from search_hours
     union distinct
-    select platform, hour_started_at from checkout_hours
+    select
+        platform,
+        hour_started_at
+    from checkout_hours
     union distinct
-    select platform, hour_started_at from purchase_hours
+    select
+        platform,
+        hour_started_at
+    from purchase_hours
 
 ),
 

@@ -60,10 +60,9 @@ quoted as (
 
 ),
 
-final as (
+route_days as (
 
     select
-        {{ dbt.concat(['route_id', "'|'", "cast(search_date as " ~ dbt.type_string() ~ ")"]) }} as route_day_id,
         route_id,
         search_date,
         count(*) as searches,
@@ -75,7 +74,17 @@ final as (
         exp(avg(ln(price_seen_eur / nullif(expected_quote_eur, 0)))) as fare_index
 
     from quoted
-    group by route_id, search_date
+    group by 1, 2
+
+),
+
+final as (
+
+    select
+        {{ dbt.concat(['route_id', "'|'", "cast(search_date as " ~ dbt.type_string() ~ ")"]) }} as route_day_id,
+        *
+
+    from route_days
 
 )
 
