@@ -110,8 +110,14 @@ with DAG(
     refresh = step("refresh_if_rewritten", f"{PYTHON} -m railflow.daily refresh-if-rewritten")
     dbt = DbtTaskGroup(
         group_id="dbt",
+        # no partial parse: Cosmos runs dbt from a fresh temporary copy each time, and a cached
+        # parse keeps the previous copy's seed paths (dbt-duckdb then finds no seed file)
         project_config=ProjectConfig(
-            dbt_project_path=REPO, manifest_path=manifest_path(), env_vars=ENV
+            dbt_project_path=REPO,
+            manifest_path=manifest_path(),
+            project_name="railflow",
+            env_vars=ENV,
+            partial_parse=False,
         ),
         profile_config=ProfileConfig(
             profile_name="railflow",
