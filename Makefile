@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/n
 DBT_PROFILES_DIR ?= $(CURDIR)/.dbt
 export DBT_PROFILES_DIR
 
-.PHONY: help setup run test test-python test-fast lint format app serve bench bench-anomalies docs requirements clean distclean
+.PHONY: help setup run test test-python test-fast lint format app serve bench bench-anomalies docs requirements clean distclean airflow-setup airflow airflow-requirements
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -44,9 +44,9 @@ $(STAMP): requirements.txt pyproject.toml
 run: setup ## Run the whole pipeline at the default scale (DuckDB unless RAILFLOW_TARGET says)
 	$(BIN)/railflow run
 
-test: setup lint test-python ## Lint, then every Python test (incl. dbt build on a small world)
+test: setup airflow-setup lint test-python ## Lint, then every Python test (incl. dbt build on a small world)
 
-test-python: setup ## Only the pytest suite
+test-python: setup airflow-setup ## Only the pytest suite
 	$(PY) -m pytest
 
 test-fast: setup ## The quick loop (< 2 min): ruff and every test that builds no world, runs no dbt, opens no browser
@@ -85,8 +85,34 @@ docs: setup ## Generate dbt docs (target/index.html)
 requirements: ## Re-pin requirements.txt from requirements.in (uv on PATH, or the one make setup installed)
 	$$(command -v uv || echo $(BIN)/uv) pip compile requirements.in -o requirements.txt --python-version 3.11 --upgrade
 
+# Apache Airflow + astronomer-cosmos in their own virtualenv: their pins never constrain the
+# project's (requirements-airflow.in). The DAG runs the stages and dbt through .venv.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-$(shell cat requirements-airflow.txt 2>/dev/null | cksum | cut -d' ' -f1)
+# Airflow's metadata database, logs and config, gitignored; telemetry off (Airflow, Cosmos, dbt)
+AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__USAGE_DATA_COLLECTION__ENABLED=False \
+	AIRFLOW__COSMOS__ENABLE_TELEMETRY=False SCARF_ANALYTICS=false DO_NOT_TRACK=1 \
+	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080
+
+airflow-setup: setup $(AIRFLOW_STAMP) ## Create .venv-airflow with the pinned Airflow 3 + Cosmos (idempotent)
+
+$(AIRFLOW_STAMP): requirements-airflow.txt
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	@UV=$$(command -v uv || echo $(BIN)/uv); \
+	if [ -x "$$UV" ]; then echo "installing Airflow with uv"; $$UV pip install -q --compile-bytecode --python $(AIRFLOW_VENV)/bin/python -r requirements-airflow.txt; \
+	else echo "installing Airflow with pip"; $(AIRFLOW_VENV)/bin/python -m pip install -q --compile -r requirements-airflow.txt; fi
+	@rm -f $(AIRFLOW_VENV)/.installed-*
+	@touch $@
+
+airflow: airflow-setup ## Start Airflow standalone on http://127.0.0.1:8080 with the railflow_daily DAG
+	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow standalone
+
+airflow-requirements: ## Re-pin requirements-airflow.txt from requirements-airflow.in
+	$$(command -v uv || echo $(BIN)/uv) pip compile requirements-airflow.in -o requirements-airflow.txt --python-version 3.11 --upgrade
+
 clean: ## Remove generated data, dbt target and model artifacts (keeps .venv)
 	rm -rf data target logs ml/artifacts test-artifacts .pytest_cache .ruff_cache
 
 distclean: clean ## Also remove the virtual environment and local dbt profile
-	rm -rf $(VENV) .dbt
+	rm -rf $(VENV) .dbt $(AIRFLOW_VENV) .airflow
