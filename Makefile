@@ -106,7 +106,8 @@ $(AIRFLOW_STAMP): requirements-airflow.txt
 	@touch $@
 
 airflow: airflow-setup ## Start Airflow standalone on http://127.0.0.1:8080 with the railflow_daily DAG
-	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow standalone
+	@# standalone starts its components as `airflow ...` subprocesses: its venv goes first on PATH
+	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH $(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow standalone
 
 airflow-requirements: ## Re-pin requirements-airflow.txt from requirements-airflow.in
 	$$(command -v uv || echo $(BIN)/uv) pip compile requirements-airflow.in -o requirements-airflow.txt --python-version 3.11 --upgrade
